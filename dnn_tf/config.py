@@ -1,0 +1,194 @@
+"""One config object per experiment, and the course's models as named presets.
+
+Every hyperparameter lives here; functions take a ``TrainConfig`` and never hide
+numbers of their own. ``PRESETS`` holds the course's values (assignments 2 and 3)
+and our best model (``deep``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+INITS = ("truncated_normal", "he")
+BATCHINGS = ("shuffle", "offset")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run.
+
+    Attributes:
+      name: preset name (for reports).
+      hidden_sizes: widths of the hidden ReLU layers; ``()`` is logistic regression.
+      init: ``"truncated_normal"`` (the course's, stddev ``init_stddev``) or
+        ``"he"`` (truncated normal with stddev sqrt(2 / fan_in), see model.py).
+      init_stddev: stddev of the course's truncated-normal initialization.
+      dropout_rate: fraction of hidden units dropped while training (0 = off).
+      l2_beta: weight of the L2 penalty ``beta * sum(l2_loss(W))`` (0 = off).
+      optimizer: ``"sgd"`` (the course's), ``"momentum"`` or ``"adam"``.
+      learning_rate: initial learning rate.
+      momentum: momentum for ``"momentum"``.
+      decay_steps: exponential decay period in steps (0 = constant rate).
+      decay_rate: multiply the rate by this every ``decay_steps``.
+      staircase: decay in steps instead of continuously.
+      batch_size: minibatch size; ``None`` means full-batch gradient descent.
+      train_subset: train on the first N examples only (``None`` = all).
+      batching: ``"shuffle"`` (reshuffled every epoch, default) or ``"offset"``
+        (the course's ``(step * batch) % (n - batch)`` slicing).
+      steps: number of optimizer steps.
+      log_every: print minibatch loss/accuracy and validation accuracy every N steps.
+      checkpoint_every: save a checkpoint every N steps (0 = never).
+      max_shift: random input jitter, shift each training image by up to this
+        many pixels in x and y (0 = off).
+      seed: fixes initialization, shuffling, dropout and jitter.
+      mixed_precision: float16 compute, float32 variables and loss.
+      xla: compile the train step with XLA (``jit_compile=True``).
+      strategy: ``"default"``, ``"mirrored"`` or ``"multiworker"`` (tf.distribute).
+      steps_per_call: optimizer steps run inside one ``tf.function`` call.
+    """
+
+    name: str = "custom"
+    hidden_sizes: tuple[int, ...] = ()
+    init: str = "truncated_normal"
+    init_stddev: float = 1.0
+    dropout_rate: float = 0.0
+    l2_beta: float = 0.0
+    optimizer: str = "sgd"
+    learning_rate: float = 0.5
+    momentum: float = 0.9
+    decay_steps: int = 0
+    decay_rate: float = 1.0
+    staircase: bool = False
+    batch_size: int | None = 128
+    train_subset: int | None = None
+    batching: str = "shuffle"
+    steps: int = 3001
+    log_every: int = 500
+    checkpoint_every: int = 1000
+    max_shift: int = 0
+    seed: int = 0
+    mixed_precision: bool = False
+    xla: bool = False
+    strategy: str = "default"
+    steps_per_call: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad field."""
+        checks = [
+            (all(h > 0 for h in self.hidden_sizes), "hidden_sizes must be positive"),
+            (self.init in INITS, f"init must be one of {INITS}"),
+            (self.init_stddev > 0, "init_stddev must be > 0"),
+            (0.0 <= self.dropout_rate < 1.0, "dropout_rate must be in [0, 1)"),
+            (self.l2_beta >= 0, "l2_beta must be >= 0"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.decay_steps >= 0, "decay_steps must be >= 0"),
+            (0 < self.decay_rate <= 1.0, "decay_rate must be in (0, 1]"),
+            (self.batch_size is None or self.batch_size > 0, "batch_size must be > 0 or None"),
+            (self.train_subset is None or self.train_subset > 0, "train_subset must be > 0 or None"),
+            (self.batching in BATCHINGS, f"batching must be one of {BATCHINGS}"),
+            (self.steps > 0, "steps must be > 0"),
+            (self.log_every > 0, "log_every must be > 0"),
+            (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+            (0 <= self.max_shift < 14, "max_shift must be in [0, 14)"),
+            (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}"),
+            (self.steps_per_call > 0, "steps_per_call must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"config {self.name!r}: {message}")
+
+    def replace(self, **overrides: Any) -> "TrainConfig":
+        """Returns a copy with ``overrides``; unknown names raise ValueError."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+
+def parse_value(config: TrainConfig, key: str, text: str) -> Any:
+    """Converts the command-line string ``text`` to the type of field ``key``.
+
+    Raises:
+      ValueError: unknown field or a value that does not parse.
+    """
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    if key not in fields:
+        raise ValueError(f"unknown config field {key!r}")
+    current = getattr(config, key)
+    t = text.strip()
+    try:
+        if key == "hidden_sizes":
+            return tuple(int(x) for x in t.replace("x", ",").split(",") if x.strip()) if t not in ("", "()") else ()
+        if key in ("batch_size", "train_subset"):
+            return None if t.lower() in ("none", "full", "") else int(t)
+        if isinstance(current, bool):
+            if t.lower() in ("1", "true", "yes", "on"):
+                return True
+            if t.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(t)
+        if isinstance(current, int):
+            return int(t)
+        if isinstance(current, float):
+            return float(t)
+        return t
+    except ValueError:
+        raise ValueError(f"bad value for {key}: {text!r}") from None
+
+
+# The course's learning rate for SGD on notMNIST.
+_COURSE_LR = 0.5
+_COURSE_STEPS = 3001
+
+PRESETS: Mapping[str, TrainConfig] = {
+    # Assignment 2: logistic regression, full-batch gradient descent on 10,000 examples.
+    "logreg_gd": TrainConfig(name="logreg_gd", train_subset=10000, batch_size=None,
+                             learning_rate=_COURSE_LR, steps=801, log_every=100),
+    # Assignment 2: logistic regression, SGD with minibatches of 128.
+    "logreg_sgd": TrainConfig(name="logreg_sgd", learning_rate=_COURSE_LR, steps=_COURSE_STEPS),
+    # Assignment 2: one hidden layer of 1,024 ReLUs.
+    "relu1024": TrainConfig(name="relu1024", hidden_sizes=(1024,), learning_rate=_COURSE_LR,
+                            steps=_COURSE_STEPS),
+    # Assignment 3, problem 1: L2 regularization (beta tuned on validation).
+    "logreg_l2": TrainConfig(name="logreg_l2", l2_beta=1e-3, learning_rate=_COURSE_LR,
+                             steps=_COURSE_STEPS),
+    "relu1024_l2": TrainConfig(name="relu1024_l2", hidden_sizes=(1024,), l2_beta=1e-3,
+                               learning_rate=_COURSE_LR, steps=_COURSE_STEPS),
+    # Assignment 3, problem 2: training restricted to a few batches -> overfitting.
+    "overfit_small": TrainConfig(name="overfit_small", hidden_sizes=(1024,), train_subset=3 * 128,
+                                 learning_rate=_COURSE_LR, steps=_COURSE_STEPS),
+    # Assignment 3, problem 3: dropout on the hidden layer.
+    "relu1024_dropout": TrainConfig(name="relu1024_dropout", hidden_sizes=(1024,), dropout_rate=0.5,
+                                    learning_rate=_COURSE_LR, steps=_COURSE_STEPS),
+    # Assignment 3, problem 4: our best model (tuned on validation only).
+    "deep": TrainConfig(name="deep", hidden_sizes=(1024, 512, 256), init="he", dropout_rate=0.3,
+                        l2_beta=1e-5, optimizer="momentum", learning_rate=0.05, momentum=0.9,
+                        decay_steps=1000, decay_rate=0.7, steps=6001, log_every=500, max_shift=1),
+}
+
+PRESET_ORDER = tuple(PRESETS)
+
+
+def get_preset(name: str, **overrides: Any) -> TrainConfig:
+    """Returns preset ``name`` with ``overrides``.
+
+    Raises:
+      ValueError: unknown preset or field.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
