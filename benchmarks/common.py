@@ -1,0 +1,231 @@
+"""Shared helpers of the benchmarks: interleaved timing, medians, tables, outputs, memory probes.
+
+The machines these run on have 2 shared, noisy cores, so every comparison
+runs its contenders round-robin (A, B, C, A, B, C, ...) after a warm-up and
+reports the median; the load average before and after is recorded with the
+results so a reader can tell a quiet run from a busy one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probes) is noise in a benchmark's output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "results"
+MIN_REPEATS = 5
+MEMINFO_KEYS = ("VmHWM", "VmRSS")
+RESET_PEAK_RSS = "5"  # written to /proc/self/clear_refs: resets VmHWM (Linux >= 4.0)
+KIB = 1024
+MIB = 1024 * 1024
+
+if str(REPO) not in sys.path:  # `python benchmarks/x.py` from anywhere finds dnn_tf
+    sys.path.insert(0, str(REPO))
+
+from dnn_tf import io as dio  # noqa: E402
+from dnn_tf.cli import ArgumentParser  # noqa: E402
+
+
+# --------------------------------------------------------------------------- timing
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values``; ValueError when empty."""
+    if not values:
+        raise ValueError("median of no values")
+    return float(statistics.median(values))
+
+
+def interleave(contenders: Mapping[str, Callable[[], float | None]], repeats: int, warmup: int = 1,
+               log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Times each contender ``repeats`` times, round-robin, after ``warmup`` untimed rounds.
+
+    Args:
+      contenders: name -> callable doing one measured unit of work. A callable
+        may return the seconds it measured itself (to leave out its own set-up);
+        otherwise the wall time of the call is used.
+      repeats: timed rounds (each round runs every contender once, in order).
+      warmup: untimed rounds first (tracing, compilation, caches).
+      log: called with a one-line progress message after each round.
+
+    Returns:
+      name -> list of seconds, one per round.
+
+    Raises:
+      ValueError: no contenders or ``repeats < 1``.
+    """
+    if not contenders or repeats < 1:
+        raise ValueError("interleave needs contenders and repeats >= 1")
+    for _ in range(warmup):
+        for fn in contenders.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(repeats):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            measured = fn()
+            times[name].append(float(measured) if measured is not None else time.perf_counter() - t0)
+        if log:
+            log(f"  round {r + 1}/{repeats}: " + ", ".join(f"{n}={times[n][-1]:.3f}s" for n in times))
+    return times
+
+
+def spread(values: Sequence[float]) -> float:
+    """Relative spread (max - min) / median, a quick noise indicator."""
+    m = median(values)
+    return float((max(values) - min(values)) / m) if m else 0.0
+
+
+def load_average() -> float:
+    """The 1-minute load average (other processes on the 2 shared cores show up here)."""
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return float("nan")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    return {"cpus": os.cpu_count(), "load_average_1min": load_average(), "python": sys.version.split()[0],
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+# --------------------------------------------------------------------------- memory
+
+def proc_status() -> dict[str, int]:
+    """VmHWM (peak RSS) and VmRSS of this process in bytes, from /proc/self/status (Linux)."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in MEMINFO_KEYS:
+                    out[key] = int(value.split()[0]) * KIB
+    except OSError:
+        pass
+    if "VmHWM" not in out:  # not Linux: ru_maxrss is KiB on Linux, bytes on macOS
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out["VmHWM"] = peak if sys.platform == "darwin" else peak * KIB
+        out.setdefault("VmRSS", out["VmHWM"])
+    return out
+
+
+def reset_peak_rss() -> bool:
+    """Resets this process's VmHWM to its current RSS; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write(RESET_PEAK_RSS)
+        return True
+    except OSError:
+        return False
+
+
+def run_python(code: str, timeout: float = 600.0, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Runs ``code`` in a fresh interpreter and returns the JSON object on its last stdout line.
+
+    The child gets this repo and the benchmarks folder on its path, so it can
+    ``import common`` and ``import dnn_tf``.
+
+    Raises:
+      RuntimeError: the child failed or printed no JSON.
+    """
+    child_env = dict(os.environ)
+    child_env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "benchmarks"),
+                                               child_env.get("PYTHONPATH", "")])
+    child_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=child_env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"child failed (exit {proc.returncode}): " + " | ".join(tail))
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------- output
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A table cell: floats with ``digits`` decimals and thousands separators, None as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 2) -> str:
+    """A GitHub markdown table."""
+    cells = [[fmt(c, digits) for c in row] for row in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def write_results(out_dir: str | os.PathLike, stem: str, markdown: str, data: Mapping[str, Any]) -> list[Path]:
+    """Writes ``out_dir/stem.md`` and ``out_dir/stem.json`` atomically; returns the paths."""
+    out = Path(out_dir)
+    md_path, json_path = out / f"{stem}.md", out / f"{stem}.json"
+    dio.write_text(md_path, markdown.rstrip() + "\n")
+    dio.write_json(json_path, dict(data))
+    return [md_path, json_path]
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Saves a matplotlib figure as PNG atomically and closes it."""
+    import matplotlib.pyplot as plt
+
+    with dio.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def ratio_line(name: str, value: float) -> str:
+    """The machine-readable summary line ``ratio NAME=R``."""
+    return f"ratio {name}={value:.2f}"
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout stays the table and the key lines."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def parser(prog: str, description: str) -> ArgumentParser:
+    """The arguments every benchmark takes: --out, --tiny, --repeats."""
+    p = ArgumentParser(prog=prog, description=description)
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the .md/.json/.png results (default: results/)")
+    p.add_argument("--tiny", action="store_true", help="tiny sizes, a few seconds (smoke test)")
+    p.add_argument("--repeats", type=int, default=None, help=f"timed rounds (default {MIN_REPEATS}; --tiny: 2)")
+    return p
+
+
+def repeats_of(args) -> int:
+    """The number of timed rounds: --repeats, else 2 with --tiny, else MIN_REPEATS."""
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise ValueError("--repeats must be >= 1")
+        return args.repeats
+    return 2 if args.tiny else MIN_REPEATS

@@ -1,0 +1,153 @@
+"""Runs every benchmark (each in its own process), prints their key lines, writes results/BENCHMARKS.md.
+
+``make bench`` calls ``python benchmarks/run_all.py``: about 12-15 minutes on
+2 cores. ``--tiny`` runs everything with tiny sizes (about a minute).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+PROG = "run_all"
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ("train_throughput", "backprop_cost", "prepare_throughput", "deep_vs_wide")
+TIMEOUT = {"train_throughput": 420, "backprop_cost": 180, "prepare_throughput": 300, "deep_vs_wide": 360}
+TINY_TIMEOUT = 120
+SUMMARY = "BENCHMARKS.md"
+
+
+def run_one(name: str, out: str, tiny: bool, repeats: int | None = None) -> tuple[int, float, str]:
+    """Runs benchmark ``name``; returns (exit status, seconds, its stdout). Progress goes to stderr as it runs."""
+    cmd = [sys.executable, str(HERE / f"{name}.py"), "--out", out] + (["--tiny"] if tiny else [])
+    cmd += ["--repeats", str(repeats)] if repeats is not None else []
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=TINY_TIMEOUT if tiny else TIMEOUT[name])
+        status, stdout = proc.returncode, proc.stdout
+    except subprocess.TimeoutExpired as e:
+        status, stdout = -1, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        stdout += f"\n{name}: timed out"
+    return status, time.perf_counter() - t0, stdout
+
+
+def load(out: Path, name: str) -> dict | None:
+    try:
+        with open(out / f"{name}.json", encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def summarize(out: str | os.PathLike, wall: dict[str, float] | None = None) -> str:
+    """BENCHMARKS.md: every ratio and target from the results JSON files in ``out``."""
+    out = Path(out)
+    rows = []
+    loads = []
+    t = load(out, "train_throughput")
+    if t:
+        loads += [t["machine"]["load_average_1min"], t["machine_end"]["load_average_1min"]]
+        for k, v in t["ratios"].items():
+            rows.append(["train_throughput", f"{k} (784-1024-10, batch 128, default config)", f"{v:.2f}",
+                         f">= {t['targets'][k]}", _met(v >= t["targets"][k])])
+        for k, v in t["best_variant_ratios"].items():
+            rows.append(["train_throughput", f"{k}, best variant `{t['best_variant']}`", f"{v:.2f}",
+                         f">= {t['targets'][k]}", _met(v >= t["targets"][k])])
+        e = t["eval"]
+        rows.append(["train_throughput", f"evaluation cost ({e['evaluations']} x {e['eval_examples']:,} examples, "
+                     f"{e['steps']:,} steps)", f"{e['eval_cost_pct']:.1f}%", f"<= {t['eval_target_pct']:.0f}%",
+                     _met(e["eval_cost_pct"] <= t["eval_target_pct"])])
+    p = load(out, "prepare_throughput")
+    if p:
+        loads += [p["machine"]["load_average_1min"], p["machine_end"]["load_average_1min"]]
+        tg = p["targets"]
+        for s in p["sources"]:
+            best = s["contenders"][s["best"]]
+            rows.append(["prepare_throughput", f"ours/course images/s, {s['source']} ({best['images_per_s']:,.0f} vs "
+                         f"{s['contenders']['course']['images_per_s']:,.0f} images/s)", f"{s['ratio_vs_course']:.2f}",
+                         f">= {tg['ratio']:.0f}", _met(s["ratio_vs_course"] >= tg["ratio"])])
+        big = p["sources"][-1]
+        rows.append(["prepare_throughput", "projected notMNIST_large (529,114 images), 2 workers",
+                     f"{p['large_seconds']:.0f} s", f"< {tg['large_seconds']:.0f} s",
+                     _met(p["large_seconds"] < tg["large_seconds"])])
+        rows.append(["prepare_throughput", f"peak memory beyond arrays + import ({big['source']}, w=2)",
+                     f"{100 * big['memory_overhead_w2']:.0f}%", f"< {100 * tg['memory_overhead']:.0f}%",
+                     _met(big["memory_overhead_w2"] < tg["memory_overhead"])])
+        d = p["dedup"]
+        rows.append(["prepare_throughput", f"find_overlaps {' + '.join(f'{n:,}' for n in d['sizes'])} images",
+                     f"{d['seconds']:.1f} s", f"< {tg['dedup_seconds']:.0f} s",
+                     _met(d["seconds"] < tg["dedup_seconds"])])
+    b = load(out, "backprop_cost")
+    if b:
+        loads += [b["machine"]["load_average_1min"], b["machine_end"]["load_average_1min"]]
+        for r in b["rows"]:
+            mem = r["measured_memory_ratio"] if r["measured_memory_ratio"] is not None else r["analytic_ratio"]
+            rows.append(["backprop_cost", f"{r['net']} batch {r['batch']}: (fwd+bwd+update)/fwd time; memory",
+                         f"{r['time_ratio']:.2f}; {mem:.2f}", "claim ~2 (or 3)", "-"])
+    dw = load(out, "deep_vs_wide")
+    parts = ["# Benchmarks", ""]
+    if loads:
+        parts += [f"Measured on {os.cpu_count()} shared CPUs (other processes were running: load average "
+                  f"{min(loads):.1f}-{max(loads):.1f}); contenders are interleaved and medians reported, see each "
+                  "benchmark's .md for the spread.", ""]
+    if wall:
+        parts += ["Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in wall.items()) + ".", ""]
+    parts += [common.markdown_table(["benchmark", "measure", "measured", "target", "met"], rows), ""]
+    if b:
+        parts += ["## Back-propagation cost", "", b["conclusion"], ""]
+    if dw:
+        parts += ["## Deep vs wide", "", dw["statement"], ""]
+    parts += ["Details: " + ", ".join(f"[{n}]({n}.md)" for n in BENCHMARKS if (out / f"{n}.md").exists()), ""]
+    return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+    p = common.parser(PROG, __doc__.splitlines()[0])
+    p.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    args = p.parse_args(argv)
+    names = BENCHMARKS if not args.only else tuple(n.strip() for n in args.only.split(","))
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    start = time.perf_counter()
+    out = Path(args.out)
+    failed = []
+    wall: dict[str, float] = {}
+    for name in names:
+        common.log(f"== {name}" + (" (tiny)" if args.tiny else ""))
+        status, seconds, stdout = run_one(name, str(out), args.tiny, args.repeats)
+        wall[name] = seconds
+        data = load(out, name)
+        print(f"== {name} ({seconds:.0f} s){'' if status == 0 else f' FAILED (exit {status})'}", flush=True)
+        if status != 0:
+            failed.append(name)
+            print("\n".join(stdout.strip().splitlines()[-5:]), flush=True)
+        elif data:
+            for line in data.get("key_lines", []):
+                print(line, flush=True)
+    wall["total"] = time.perf_counter() - start
+    common.dio.write_text(out / SUMMARY, summarize(out, wall))
+    print(f"== all done in {wall['total']:.0f} s; summary in {out / SUMMARY}"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
+
+
+def cli(argv=None) -> int:
+    from dnn_tf.cli import run
+
+    return run(main, argv, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,486 @@
+"""Training throughput: dnn_tf's loop vs Keras ``fit`` vs the course's TF1 feed_dict loop vs the machine.
+
+In one process, for the same nets (784-1024-10 and 784-1024-512-256-10),
+batch sizes and step counts, steady-state steps/s of:
+
+1. ours -- the compiled step ``train_and_evaluate`` runs (``dnn_tf.train.make_train_fn``
+   on data resident on the device), with the default config and with XLA and
+   several steps per call;
+2. keras_fit -- ``model.fit`` of the equivalent ``tf.keras.Sequential`` fed by
+   ``tf.data`` (from_tensor_slices, cache, shuffle, batch, repeat, prefetch);
+3. tf1_feed_dict -- the course's loop: ``tf.compat.v1`` graph, placeholders,
+   ``GradientDescentOptimizer``, one ``session.run`` with a ``feed_dict`` per
+   step, numpy offset slicing, loss and predictions fetched every step;
+4. limit -- FLOPs per step (``model.flops_per_example``: forward + backward,
+   no input gradient for the first layer) / the best float32 ``tf.matmul``
+   GFLOP/s measured in the same rounds (the net's own shapes and squares).
+
+Contenders run round-robin (A, B, C, A, B, C, ...) after a compile/warm-up
+round; each number is the median of the rounds. Then the cost of evaluating a
+10,000-example validation set every 500 steps of a 3,001-step
+``train_and_evaluate`` run.
+
+The last three lines printed are the ratios for 784-1024-10 at batch 128:
+``ratio ours/limit=R``, ``ratio ours/keras_fit=R``, ``ratio ours/tf1_feed_dict=R``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from dnn_tf import train as dtrain  # noqa: E402
+from dnn_tf.config import get_preset  # noqa: E402
+from dnn_tf.model import flops_per_example  # noqa: E402
+
+PROG = "train_throughput"
+STEM = "train_throughput"
+IMAGE_PIXELS = 784
+NUM_CLASSES = 10
+HEADLINE_NET = "784-1024-10"
+HEADLINE_BATCH = 128
+LEARNING_RATE = 0.1  # small enough that no contender diverges on the synthetic data
+SEED = 0
+NOISE = 0.25  # synthetic images: class prototype + this much Gaussian noise, clipped to [-0.5, 0.5]
+# Matmul shapes whose FLOPs are below this fraction of the net's largest layer are not timed.
+MIN_SHAPE_SHARE = 0.1
+SQUARE_SIZES = (1024, 2048)
+MATMUL_TARGET_FLOP = 4e9  # FLOPs per timed matmul burst (~20-40 ms)
+# Evaluation cost: the course's schedule.
+EVAL_STEPS = 3001
+EVAL_EVERY = 500
+EVAL_EXAMPLES = 10000
+EVAL_TARGET_PCT = 5.0
+BF16_VARIANT = "ours spc=10 bf16 (prototype)"
+TARGETS = {"ours/limit": 0.6, "ours/keras_fit": 1.0, "ours/tf1_feed_dict": 1.5}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Everything that --tiny shrinks."""
+
+    nets: dict[str, tuple[int, ...]]
+    batches: tuple[int, ...]
+    steps: dict[int, int]  # timed steps per round, by batch size (a multiple of every steps_per_call)
+    train_examples: int
+    eval_steps: int
+    eval_every: int
+    eval_examples: int
+    eval_repeats: int
+    spc: int  # steps per call of the multi-step variants
+
+
+FULL = Sizes(nets={HEADLINE_NET: (1024,), "784-1024-512-256-10": (1024, 512, 256)}, batches=(128, 1024),
+             steps={128: 150, 1024: 30}, train_examples=20000, eval_steps=EVAL_STEPS, eval_every=EVAL_EVERY,
+             eval_examples=EVAL_EXAMPLES, eval_repeats=3, spc=10)
+TINY = Sizes(nets={HEADLINE_NET: (1024,)}, batches=(128,), steps={128: 20}, train_examples=2048,
+             eval_steps=101, eval_every=50, eval_examples=1000, eval_repeats=1, spc=10)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def synthetic_data(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable stand-in images: float32 (n, 28, 28) in [-0.5, 0.5] and int32 labels (n,)."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.uniform(-0.5, 0.5, (NUM_CLASSES, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
+    images = prototypes[labels] + NOISE * rng.standard_normal((n, 28, 28)).astype(np.float32)
+    return np.clip(images, -0.5, 0.5), labels
+
+
+# --------------------------------------------------------------------------- contenders
+# Each make_* returns run() -> seconds of `steps` steady-state steps (set-up excluded).
+
+
+def ours_config(hidden: Sequence[int], batch: int, spc: int = 1, xla: bool | None = None):
+    """The relu1024 preset (its steps_per_call / xla defaults unless given) on this net and batch."""
+    base = get_preset("relu1024")
+    return base.replace(name="throughput", hidden_sizes=tuple(hidden), batch_size=batch, init="he",
+                        learning_rate=LEARNING_RATE, checkpoint_every=0, seed=SEED,
+                        steps_per_call=spc if spc else base.steps_per_call,
+                        xla=base.xla if xla is None else xla)
+
+
+def make_ours(config, images: np.ndarray, labels: np.ndarray, steps: int,
+              compute_dtype=None) -> Callable[[], float]:
+    """dnn_tf's compiled train step (what train_and_evaluate calls), data resident on the device.
+
+    ``compute_dtype`` (prototype, not a dnn_tf option): build the MLP with this
+    compute dtype (e.g. ``tf.bfloat16``; variables, loss and updates stay float32).
+    """
+    if steps % config.steps_per_call:
+        raise ValueError(f"steps {steps} is not a multiple of steps_per_call {config.steps_per_call}")
+    create_model = dtrain.create_model
+    if compute_dtype is not None:
+        from dnn_tf.model import MLP
+
+        dtrain.create_model = lambda c: MLP(hidden_sizes=c.hidden_sizes, dropout_rate=c.dropout_rate, init=c.init,
+                                            init_stddev=c.init_stddev, seed=c.seed, compute_dtype=compute_dtype)
+    try:
+        with tf.device(dtrain.default_device()):
+            x, y = tf.identity(tf.convert_to_tensor(images)), tf.identity(tf.convert_to_tensor(labels))
+            state = dtrain.create_train_state(config, images.shape[0])
+            train_fn = dtrain.make_train_fn(config, state, dtrain.make_batch_fn(config, state, x, y))
+    finally:
+        dtrain.create_model = create_model
+    count = tf.constant(config.steps_per_call, tf.int64)
+    calls = steps // config.steps_per_call
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            loss, _ = train_fn(count)
+        float(loss)  # wait for the last step
+        return time.perf_counter() - t0
+
+    return run
+
+
+def make_keras_fit(hidden: Sequence[int], batch: int, images: np.ndarray, labels: np.ndarray,
+                   steps: int) -> Callable[[], float]:
+    """``model.fit`` on a tf.data pipeline; times steps 1..steps-1 of each fit call (steady state)."""
+    keras = tf.keras
+    layers = [keras.Input((IMAGE_PIXELS,))] + [keras.layers.Dense(h, activation="relu") for h in hidden]
+    model = keras.Sequential(layers + [keras.layers.Dense(NUM_CLASSES)])
+    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    n = images.shape[0]
+    ds = (tf.data.Dataset.from_tensor_slices((images.reshape(n, IMAGE_PIXELS), labels)).cache()
+          .shuffle(n, seed=SEED).batch(batch, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE))
+
+    class Clock(keras.callbacks.Callback):
+        """Batch-begin and train-end times only: keeps Keras's asynchronous logs path."""
+
+        def on_train_batch_begin(self, step, logs=None):
+            if step == 1:
+                self.start = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            self.end = time.perf_counter()
+
+    def run() -> float:
+        clock = Clock()
+        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
+        return (clock.end - clock.start) * steps / (steps - 1)
+
+    return run
+
+
+def make_tf1_feed_dict(hidden: Sequence[int], batch: int, images: np.ndarray, labels: np.ndarray,
+                       steps: int) -> tuple[Callable[[], float], Callable[[], None]]:
+    """The course's graph + session loop. Returns (run, close)."""
+    v1 = tf.compat.v1
+    n = images.shape[0]
+    train_dataset = images.reshape(n, IMAGE_PIXELS)
+    train_labels = (np.arange(NUM_CLASSES) == labels[:, None]).astype(np.float32)  # the course's one-hot
+    sizes = (IMAGE_PIXELS, *hidden, NUM_CLASSES)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf_train_dataset = v1.placeholder(tf.float32, shape=(batch, IMAGE_PIXELS))
+        tf_train_labels = v1.placeholder(tf.float32, shape=(batch, NUM_CLASSES))
+        h = tf_train_dataset
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            w = tf.Variable(v1.truncated_normal([a, b], stddev=float(np.sqrt(2.0 / a)), seed=SEED + i))
+            bias = tf.Variable(tf.zeros([b]))
+            h = tf.matmul(h, w) + bias
+            if i < len(sizes) - 2:
+                h = tf.nn.relu(h)
+        logits = h
+        loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=tf_train_labels, logits=logits))
+        optimizer = v1.train.GradientDescentOptimizer(LEARNING_RATE).minimize(loss)
+        train_prediction = tf.nn.softmax(logits)
+        init = v1.global_variables_initializer()
+    session = v1.Session(graph=graph)
+    session.run(init)
+    counter = [0]
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            offset = (counter[0] * batch) % (train_labels.shape[0] - batch)
+            batch_data = train_dataset[offset:(offset + batch), :]
+            batch_labels = train_labels[offset:(offset + batch), :]
+            feed_dict = {tf_train_dataset: batch_data, tf_train_labels: batch_labels}
+            _, _, _ = session.run([optimizer, loss, train_prediction], feed_dict=feed_dict)
+            counter[0] += 1
+        return time.perf_counter() - t0
+
+    return run, session.close
+
+
+def matmul_shapes(layer_sizes: Sequence[int], batch: int) -> list[tuple[int, int, int]]:
+    """(m, k, n) of the net's training matmuls that matter, plus square ones."""
+    shapes = []
+    for i, (a, b) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
+        shapes += [(batch, a, b), (a, batch, b)] + ([(batch, b, a)] if i > 0 else [])
+    biggest = max(m * k * n for m, k, n in shapes)
+    kept = sorted({s for s in shapes if s[0] * s[1] * s[2] >= MIN_SHAPE_SHARE * biggest})
+    return kept + [(s, s, s) for s in SQUARE_SIZES]
+
+
+def make_matmul(shape: tuple[int, int, int], target_flop: float = MATMUL_TARGET_FLOP) -> Callable[[], float]:
+    """Times a burst of float32 matmuls of ``shape`` in one tf.function; returns seconds per matmul."""
+    m, k, n = shape
+    reps = max(1, int(target_flop / (2 * m * k * n)))
+    a = tf.random.stateless_normal((m, k), seed=(SEED, 1))
+    b = tf.random.stateless_normal((k, n), seed=(SEED, 2)) / float(np.sqrt(k))
+    count = tf.constant(reps)
+
+    @tf.function
+    def burst(a, b, count):
+        acc = tf.constant(0.0)
+        for _ in tf.range(count):
+            # The (cheap) dependency on acc keeps the matmuls in the loop and in order.
+            acc += tf.reduce_sum(tf.matmul(a + 0.0 * acc, b))
+        return acc
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        float(burst(a, b, count))
+        return (time.perf_counter() - t0) / reps
+
+    return run
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def measure_config(net: str, hidden: tuple[int, ...], batch: int, steps: int, sizes: Sizes,
+                   images: np.ndarray, labels: np.ndarray, repeats: int) -> dict:
+    """Interleaved rounds of every contender on one (net, batch)."""
+    layer_sizes = (IMAGE_PIXELS, *hidden, NUM_CLASSES)
+    flop_step = flops_per_example(layer_sizes) * batch
+    default = ours_config(hidden, batch)
+    variants = {"ours": default}
+    for spc, xla in ((sizes.spc, False), (1, True), (sizes.spc, True)):
+        if (spc, xla) != (default.steps_per_call, default.xla):
+            variants[f"ours spc={spc}{' xla' if xla else ''}"] = ours_config(hidden, batch, spc, xla)
+    contenders: dict[str, Callable[[], float]] = {}
+    for name, config in variants.items():
+        contenders[name] = make_ours(config, images, labels, steps)
+    if net == HEADLINE_NET and batch == HEADLINE_BATCH:  # prototype: bfloat16 matmuls (AVX512_BF16 / AMX CPUs)
+        contenders[BF16_VARIANT] = make_ours(ours_config(hidden, batch, sizes.spc), images, labels, steps,
+                                             compute_dtype=tf.bfloat16)
+    contenders["keras_fit"] = make_keras_fit(hidden, batch, images, labels, steps)
+    contenders["tf1_feed_dict"], close = make_tf1_feed_dict(hidden, batch, images, labels, steps)
+    shapes = matmul_shapes(layer_sizes, batch)
+    matmuls = {f"matmul {m}x{k}x{n}": make_matmul((m, k, n)) for m, k, n in shapes}
+    contenders.update(matmuls)
+    common.log(f"{net} batch {batch}: {len(contenders)} contenders, {steps} steps x {repeats} rounds")
+    try:
+        times = common.interleave(contenders, repeats, warmup=1, log=common.log)
+    finally:
+        close()
+    gflops = {}
+    for (m, k, n), name in zip(shapes, matmuls):
+        gflops[name] = 2 * m * k * n / common.median(times[name]) / 1e9
+    best_name = max(gflops, key=gflops.get)
+    best = gflops[best_name]
+    limit_sps = best * 1e9 / flop_step
+    rows = []
+    for name in contenders:
+        if name in matmuls:
+            continue
+        sps = steps / common.median(times[name])
+        rows.append({"net": net, "batch": batch, "contender": name, "steps_per_s": sps,
+                     "examples_per_s": sps * batch, "gflops": sps * flop_step / 1e9, "vs_limit": sps / limit_sps,
+                     "spread": common.spread(times[name]), "seconds": times[name]})
+    rows.append({"net": net, "batch": batch, "contender": "limit", "steps_per_s": limit_sps,
+                 "examples_per_s": limit_sps * batch, "gflops": best, "vs_limit": 1.0,
+                 "spread": common.spread(times[best_name]), "seconds": None})
+    return {"net": net, "batch": batch, "steps": steps, "flop_per_step": flop_step,
+            "matmul_gflops": gflops, "best_matmul": best_name, "rows": rows,
+            "configs": {name: {"steps_per_call": c.steps_per_call, "xla": c.xla} for name, c in variants.items()}}
+
+
+def measure_eval_cost(sizes: Sizes, images: np.ndarray, labels: np.ndarray, repeats: int) -> dict:
+    """A full train_and_evaluate run with validation every ``eval_every`` steps vs (almost) never."""
+    valid_x, valid_y = synthetic_data(sizes.eval_examples, seed=SEED + 1)
+    test_x, test_y = synthetic_data(1000, seed=SEED + 2)
+    data = {"train_dataset": images, "train_labels": labels, "valid_dataset": valid_x, "valid_labels": valid_y,
+            "test_dataset": test_x, "test_labels": test_y}
+    base = ours_config((1024,), HEADLINE_BATCH).replace(steps=sizes.eval_steps)
+    runs = {"with_eval": base.replace(log_every=sizes.eval_every),
+            "without_eval": base.replace(log_every=sizes.eval_steps + 1)}  # still evaluates at step 0 and the end
+    evals = {name: len([s for s in dtrain.chunk_plan(0, c) if s[2]]) for name, c in runs.items()}
+    seconds = {}
+
+    def contender(config):
+        def run() -> float:
+            return dtrain.train_and_evaluate(config, data, log=lambda *_: None, progress=False).seconds
+        return run
+
+    common.log(f"eval cost: {sizes.eval_steps}-step train_and_evaluate runs x {repeats}")
+    seconds = common.interleave({n: contender(c) for n, c in runs.items()}, repeats, warmup=0, log=common.log)
+    # The direct measure: one evaluation of the validation set, as train_and_evaluate runs it.
+    state = dtrain.create_train_state(base, images.shape[0])
+    eval_fn = dtrain.make_eval_fn(state.model)
+    vx, vy = tf.constant(valid_x), tf.constant(valid_y)
+
+    def one_evaluation() -> None:
+        dtrain.evaluate(eval_fn, vx, vy)
+
+    one_eval = common.interleave({"eval": one_evaluation}, max(5, repeats), warmup=1)
+    t_eval = common.median(one_eval["eval"])
+    t_with = common.median(seconds["with_eval"])
+    t_without = common.median(seconds["without_eval"])
+    extra = evals["with_eval"] - evals["without_eval"]
+    return {"steps": sizes.eval_steps, "eval_every": sizes.eval_every, "eval_examples": sizes.eval_examples,
+            "evaluations": evals["with_eval"], "eval_seconds": t_eval,
+            "run_seconds_with_eval": t_with, "run_seconds_without_eval": t_without,
+            "steps_per_s_with_eval": sizes.eval_steps / t_with,
+            "steps_per_s_without_eval": sizes.eval_steps / t_without,
+            "eval_cost_pct": 100.0 * evals["with_eval"] * t_eval / t_with,
+            "eval_cost_pct_differential": (100.0 * (t_with - t_without) / t_with * evals["with_eval"] / extra
+                                           if extra else None),
+            "seconds": seconds}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def headline_ratios(configs: list[dict], contender: str = "ours") -> dict[str, float]:
+    """ours/limit, ours/keras_fit, ours/tf1_feed_dict for the headline net and batch."""
+    for c in configs:
+        if c["batch"] == HEADLINE_BATCH and c["net"] == HEADLINE_NET:
+            sps = {r["contender"]: r["steps_per_s"] for r in c["rows"]}
+            return {"ours/limit": sps[contender] / sps["limit"], "ours/keras_fit": sps[contender] / sps["keras_fit"],
+                    "ours/tf1_feed_dict": sps[contender] / sps["tf1_feed_dict"]}
+    raise ValueError(f"no measurement of {HEADLINE_NET} at batch {HEADLINE_BATCH}")
+
+
+def render(result: dict) -> str:
+    """The markdown report."""
+    rows = []
+    for c in result["configs"]:
+        for r in c["rows"]:
+            rows.append([r["net"], r["batch"], r["contender"], r["steps_per_s"], r["examples_per_s"], r["gflops"],
+                         r["vs_limit"], r["spread"]])
+    table = common.markdown_table(["net", "batch", "contender", "steps/s", "examples/s", "GFLOP/s", "x limit",
+                                   "spread"], rows)
+    mm = []
+    for c in result["configs"]:
+        for name, g in c["matmul_gflops"].items():
+            mm.append([c["net"], c["batch"], name, g, "best" if name == c["best_matmul"] else ""])
+    e = result["eval"]
+    ratios = result["ratios"]
+    m = result["machine"]
+    lines = [
+        "# Training throughput",
+        "",
+        f"Machine: {m['cpus']} CPUs, load average {m['load_average_1min']:.2f} at start, "
+        f"{result['machine_end']['load_average_1min']:.2f} at the end (other processes share the cores; "
+        f"contenders are interleaved and each figure is the median of {result['repeats']} rounds after a warm-up "
+        "round; `spread` = (max - min) / median of the rounds).",
+        f"Synthetic learnable data, {result['train_examples']:,} training examples resident on the device; "
+        f"SGD, learning rate {LEARNING_RATE}; steps per round: "
+        + ", ".join(f"{s} at batch {b}" for b, s in result["steps"].items()) + ".",
+        "",
+        "* `ours`: `dnn_tf.train.make_train_fn` with the preset's defaults "
+        f"(steps_per_call={result['ours_default']['steps_per_call']}, xla={result['ours_default']['xla']}); "
+        "`ours spc=N [xla]`: the same with N steps per `tf.function` call and/or XLA.",
+        f"* `{BF16_VARIANT}`: a prototype, not a dnn_tf option: the same step with the MLP's matmuls in bfloat16 "
+        "(`MLP(compute_dtype=tf.bfloat16)`; variables, loss and updates float32). Different arithmetic, so it is "
+        "not counted as `ours`; its `x limit` compares with the float32 limit.",
+        "* `keras_fit`: `tf.keras.Sequential` + `model.fit` on `tf.data` (cache, shuffle, batch, repeat, prefetch), "
+        "steady state (steps 1..N-1 of each fit call).",
+        "* `tf1_feed_dict`: the course's `tf.compat.v1` graph, `session.run` with a `feed_dict` every step.",
+        "* `limit`: FLOPs per step (forward + backward, no input gradient for the first layer) / the best "
+        "`tf.matmul` GFLOP/s measured in the same rounds.",
+        "",
+        table,
+        "",
+        "## Headline (784-1024-10, batch 128)",
+        "",
+        common.markdown_table(["ratio", "measured", "target", "met"],
+                              [[k, v, f">= {TARGETS[k]}", "yes" if v >= TARGETS[k] else "no"]
+                               for k, v in ratios.items()]),
+        "",
+        f"Best `ours` variant at the headline: `{result['best_variant']}` "
+        f"({result['best_variant_ratios']['ours/limit']:.2f}x limit, "
+        f"{result['best_variant_ratios']['ours/keras_fit']:.2f}x Keras fit, "
+        f"{result['best_variant_ratios']['ours/tf1_feed_dict']:.2f}x TF1).",
+        "",
+        "## Evaluation cost",
+        "",
+        f"`train_and_evaluate`, {e['steps']:,} steps at batch {HEADLINE_BATCH}, validation on "
+        f"{e['eval_examples']:,} examples every {e['eval_every']} steps ({e['evaluations']} evaluations): "
+        f"{e['steps_per_s_with_eval']:.0f} steps/s ({e['run_seconds_with_eval']:.2f} s) vs "
+        f"{e['steps_per_s_without_eval']:.0f} steps/s ({e['run_seconds_without_eval']:.2f} s) "
+        "when it only evaluates at the first and last step. "
+        f"One evaluation takes {1000 * e['eval_seconds']:.0f} ms, so evaluation costs "
+        f"**{e['eval_cost_pct']:.1f}%** of the run (target <= {EVAL_TARGET_PCT:.0f}%); the difference of the "
+        "two runs, scaled to all evaluations, gives "
+        + (f"{e['eval_cost_pct_differential']:.1f}%" if e["eval_cost_pct_differential"] is not None else "-")
+        + " (noisier). Run times include tracing/compilation.",
+        "",
+        "## Matmul GFLOP/s (the limit's denominator)",
+        "",
+        common.markdown_table(["net", "batch", "shape (m x k x n)", "GFLOP/s", ""], mm),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = common.parser(PROG, __doc__.splitlines()[0]).parse_args(argv)
+    return common_main(args)
+
+
+def common_main(args) -> int:
+    sizes = TINY if args.tiny else FULL
+    repeats = common.repeats_of(args)
+    start = time.perf_counter()
+    machine = common.machine()
+    images, labels = synthetic_data(sizes.train_examples)
+    configs = []
+    for net, hidden in sizes.nets.items():
+        for batch in sizes.batches:
+            configs.append(measure_config(net, hidden, batch, sizes.steps[batch], sizes, images, labels, repeats))
+    eval_cost = measure_eval_cost(sizes, images, labels, sizes.eval_repeats if args.repeats is None else repeats)
+    ratios = headline_ratios(configs)
+    headline = next(c for c in configs if c["net"] == HEADLINE_NET and c["batch"] == HEADLINE_BATCH)
+    variants = [r["contender"] for r in headline["rows"]
+                if r["contender"].startswith("ours") and r["contender"] != BF16_VARIANT]
+    best_variant = max(variants, key=lambda v: next(r["steps_per_s"] for r in headline["rows"] if r["contender"] == v))
+    result = {
+        "benchmark": STEM, "machine": machine, "machine_end": common.machine(), "repeats": repeats,
+        "tiny": bool(args.tiny), "train_examples": sizes.train_examples, "steps": sizes.steps,
+        "learning_rate": LEARNING_RATE, "ours_default": headline["configs"]["ours"],
+        "configs": configs, "eval": eval_cost, "ratios": ratios, "targets": TARGETS,
+        "eval_target_pct": EVAL_TARGET_PCT, "best_variant": best_variant,
+        "best_variant_ratios": headline_ratios(configs, best_variant),
+        "seconds": time.perf_counter() - start,
+    }
+    key_lines = [f"eval cost {eval_cost['eval_cost_pct']:.1f}% of a {eval_cost['steps']}-step run "
+                 f"({eval_cost['evaluations']} evaluations of {eval_cost['eval_examples']} examples)"]
+    key_lines += [common.ratio_line(k, v) for k, v in ratios.items()]
+    result["key_lines"] = key_lines
+    markdown = render(result)
+    common.write_results(args.out, STEM, markdown, result)
+    print(markdown)
+    print(f"best ours variant at the headline: {best_variant} "
+          f"({result['best_variant_ratios']['ours/limit']:.2f}x limit)")
+    for line in key_lines:
+        print(line)
+    return 0
+
+
+def cli(argv=None) -> int:
+    from dnn_tf.cli import run
+
+    return run(main, argv, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

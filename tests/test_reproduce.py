@@ -1,0 +1,224 @@
+"""dnn-tf-reproduce end to end in --quick mode on a generated archive."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dnn_tf import config
+from dnn_tf.cli import reproduce
+from fixtures import make_fixture_archive
+
+ALL_RUNS = [p for p in config.PRESET_ORDER if p != "deep"] + ["deep_seed0", "deep_seed1"]
+PLOTS = ("samples.png", "class_balance.png", "curves_assignment2.png", "curves_assignment3.png",
+         "confusion_deep.png", "mistakes_deep.png")
+MIN_PNG_BYTES = 1024
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = reproduce.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _args(ws, *extra, results=None) -> list[str]:
+    return ["--train-archive", str(ws["archive"]), "--data-dir", str(ws["data"]), "--runs", str(ws["runs"]),
+            "--results", str(results or ws["results"]), "--quick", "--workers", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """One full --quick run (every preset, deep with seeds 0 and 1) shared by the tests below."""
+    root = tmp_path_factory.mktemp("reproduce")
+    ws = {"root": root, "archive": root / "notMNIST_fixture.tar.gz", "data": root / "data",
+          "runs": root / "runs", "results": root / "results"}
+    make_fixture_archive(ws["archive"], per_class=20, duplicates=3)
+    code = reproduce.main(_args(ws, "--seeds", "0,1"))
+    assert code == 0
+    return ws
+
+
+def test_writes_results_md(workspace):
+    md = (workspace["results"] / "results.md").read_text()
+    assert "**Dataset:**" in md and "notMNIST_fixture" in md and "160 images" in md
+    for preset in config.PRESET_ORDER:
+        rows = [line for line in md.splitlines() if line.startswith(f"| {preset} |")]
+        assert len(rows) == (2 if preset == "deep" else 1), preset
+        cells = [c.strip() for c in rows[0].strip("|").split("|")]
+        assert 0.0 <= float(cells[3]) <= 100.0 and cells[5] == "60", rows[0]
+    assert re.search(r"\*\*deep\*\* \(2 runs, seeds 0, 1\)", md)
+    assert "Quick smoke run" in md
+    assert re.search(r"\*\*Total wall time:\*\* [\d,.]+ s", md)
+    assert re.search(r"\*\*Data preparation\*\* \(single-archive\): train 160, valid 20, test 20", md)
+    dup = json.loads((workspace["data"] / "prepare_report.json").read_text())["duplicates"]["exact"]
+    within, across = dup["within"], dup["across"]
+    assert sum(within.values()) + sum(across.values()) == 3  # the 3 planted copies
+    assert (f"exact duplicates within train {within['train']}, valid {within['valid']}, test {within['test']}; "
+            f"across train–valid {across['train-valid']}, train–test {across['train-test']}") in md
+    for name in PLOTS:
+        assert f"]({name})" in md
+
+
+def test_writes_results_json(workspace):
+    report = json.loads((workspace["results"] / "results.json").read_text())
+    assert {"schema", "dataset", "course_figures", "runs", "aggregated", "extra"} <= set(report)
+    assert "notMNIST_fixture" in report["dataset"]["tag"] and report["dataset"]["description"]
+    runs = report["runs"]
+    assert [r["preset"] for r in runs] == [p for p in config.PRESET_ORDER if p != "deep"] + ["deep", "deep"]
+    assert [r["seed"] for r in runs][-2:] == [0, 1]
+    for r in runs:
+        for key in ("valid", "test", "test_sanitized"):
+            assert 0.0 <= r[key] <= 100.0, (r["preset"], key)
+        assert r["steps"] == 60 and r["seconds"] > 0 and r["device"].endswith("CPU:0")
+        assert r["dataset"] == report["dataset"]["tag"]
+    assert runs[0]["course_test"] == 82.9 and runs[2]["course_test"] is None
+    (deep,) = report["aggregated"]
+    assert deep["preset"] == "deep" and deep["seeds"] == [0, 1] and deep["n"] == 2
+    assert deep["test"]["min"] <= deep["test"]["mean"] <= deep["test"]["max"]
+    extra = report["extra"]
+    assert extra["total_seconds"] > 0 and extra["quick"] is True
+    assert extra["prepare"]["sizes"]["train"] == 160 and extra["prepare"]["mode"] == "single-archive"
+    assert extra["prepare"]["duplicates"]["exact"]["within"]["train"] >= 0
+    assert extra["run_names"] == ALL_RUNS and extra["deep_plots_run"] in ("deep_seed0", "deep_seed1")
+    assert sorted(extra["plots"]) == sorted(PLOTS)
+
+
+@pytest.mark.parametrize("name", PLOTS)
+def test_writes_png(workspace, name):
+    path = workspace["results"] / name
+    assert path.stat().st_size > MIN_PNG_BYTES
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width > 200 and im.height > 200
+        im.verify()
+
+
+def test_run_folders_have_metrics_model_and_tensorboard(workspace):
+    import tensorflow as tf
+
+    for name in ALL_RUNS:
+        run = workspace["runs"] / name
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["steps"] == 60 and metrics["config"]["name"] == name.split("_seed")[0]
+        assert (run / "saved_model" / "saved_model.pb").is_file()
+        events = sorted((run / "tb").glob("events.out.tfevents.*"))
+        assert events, name
+    tags = {v.tag for e in tf.compat.v1.train.summary_iterator(str(events[0])) for v in e.summary.value}
+    assert {"loss", "valid_accuracy"} <= tags
+    assert json.loads((workspace["runs"] / "deep_seed1" / "metrics.json").read_text())["config"]["seed"] == 1
+
+
+def test_rerun_reuses_finished_runs(workspace, capsys):
+    metrics = {n: workspace["runs"] / n / "metrics.json" for n in ALL_RUNS}
+    before = {n: p.stat().st_mtime_ns for n, p in metrics.items()}
+    old = json.loads((workspace["results"] / "results.json").read_text())["runs"]
+    code, out, _ = _run(capsys, *_args(workspace, "--seeds", "0,1", results=workspace["root"] / "again"))
+    assert code == 0
+    assert out.count("reusing finished run") == len(ALL_RUNS)
+    assert "Training on" not in out
+    assert {n: p.stat().st_mtime_ns for n, p in metrics.items()} == before
+    new = json.loads((workspace["root"] / "again" / "results.json").read_text())
+    assert [(r["valid"], r["test"]) for r in new["runs"]] == [(r["valid"], r["test"]) for r in old]
+    assert new["extra"]["reused_runs"] == ALL_RUNS
+
+
+def test_force_retrains_and_presets_subset(workspace, capsys):
+    results = workspace["root"] / "forced"
+    path = workspace["runs"] / "logreg_sgd" / "metrics.json"
+    before = path.stat().st_mtime_ns
+    code, out, _ = _run(capsys, *_args(workspace, "--presets", "logreg_sgd", "--force", results=results))
+    assert code == 0 and "Training on" in out and path.stat().st_mtime_ns != before
+    report = json.loads((results / "results.json").read_text())
+    assert [r["preset"] for r in report["runs"]] == ["logreg_sgd"]
+    assert sorted(os.listdir(results)) == sorted(["results.md", "results.json", "samples.png",
+                                                  "class_balance.png", "curves_assignment2.png"])
+
+
+def test_changed_config_is_retrained(workspace, capsys, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(workspace["runs"] / "logreg_gd", runs / "logreg_gd")
+    ws = dict(workspace, runs=runs)
+    code, out, _ = _run(capsys, *_args(ws, "--presets", "logreg_gd", "--seed", "5", results=tmp_path / "res"))
+    assert code == 0 and "training into" in out and "reusing finished run" not in out
+    assert json.loads((runs / "logreg_gd" / "metrics.json").read_text())["config"]["seed"] == 5
+    code, out, _ = _run(capsys, *_args(ws, "--presets", "logreg_gd", "--seed", "5", results=tmp_path / "res"))
+    assert code == 0 and "reusing finished run" in out
+
+
+def test_resume_continues_an_interrupted_run(workspace, capsys):
+    results = workspace["root"] / "resumed"
+    metrics = workspace["runs"] / "relu1024" / "metrics.json"
+    old = json.loads(metrics.read_text())
+    metrics.unlink()  # as if the process died after the last checkpoint
+    code, out, _ = _run(capsys, *_args(workspace, "--presets", "relu1024", "--resume", results=results))
+    assert code == 0 and "resuming into" in out and "Resumed from" in out
+    new = json.loads(metrics.read_text())
+    assert (new["valid_accuracy"], new["test_accuracy"]) == (old["valid_accuracy"], old["test_accuracy"])
+
+
+def test_missing_archive_is_one_line_exit_2(tmp_path, capsys):
+    code, out, err = _run(capsys, "--train-archive", str(tmp_path / "nope.tar.gz"), "--data-dir",
+                          str(tmp_path / "data"), "--quick")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("dnn-tf-reproduce: error:") and "nope.tar.gz" in err
+    assert not (tmp_path / "data" / "notMNIST.pickle").exists()
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["--presets", "logreg_gd,nope"], "nope"),
+    (["--seeds", "0,x"], "integers"),
+    (["--force", "--resume"], "not allowed"),
+])
+def test_bad_arguments_exit_2(argv, word, capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and word in err
+
+
+def test_console_script_bad_archive_subprocess(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dnn_tf.cli.reproduce", "--train-archive",
+                           str(tmp_path / "missing.tar.gz"), "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "missing.tar.gz" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_finished_run_needs_same_config_and_data(tmp_path):
+    cfg = config.get_preset("logreg_sgd")
+    metrics = {"config": cfg.to_dict(), "valid_accuracy": 80.0, "test_accuracy": 85.0}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert reproduce.finished_run(str(tmp_path), cfg, "abc") is None  # no run.json: unknown data
+    (tmp_path / "run.json").write_text(json.dumps({"data_sha256": "abc"}))
+    assert reproduce.finished_run(str(tmp_path), cfg, "abc")["test_accuracy"] == 85.0
+    assert reproduce.finished_run(str(tmp_path), cfg, "other data") is None
+    assert reproduce.finished_run(str(tmp_path), cfg.replace(learning_rate=0.1), "abc") is None
+    (tmp_path / "metrics.json").write_text('{"config": ')  # torn file
+    assert reproduce.finished_run(str(tmp_path), cfg, "abc") is None
+
+
+def test_run_configs_quick_and_seeds():
+    runs = reproduce.run_configs(["logreg_gd", "overfit_small", "deep"], seed=3, deep_seeds=(0, 2), quick=True,
+                                 num_train=100)
+    assert [name for name, _ in runs] == ["logreg_gd", "overfit_small", "deep_seed0", "deep_seed2"]
+    gd, small, deep0, deep2 = (c for _, c in runs)
+    assert gd.seed == small.seed == 3 and (deep0.seed, deep2.seed) == (0, 2)
+    assert all(c.steps == reproduce.QUICK_OVERRIDES["steps"] for _, c in runs)
+    assert gd.batch_size is None and small.batch_size == 100  # cut to the tiny training set
+    full = reproduce.run_configs(["deep"], seed=0, deep_seeds=(1,), quick=False, num_train=100)
+    assert full == [("deep_seed1", config.get_preset("deep", seed=1))]
+
+
+def test_representative_run_is_the_median():
+    metrics = {"a": {"test_accuracy": 90.0}, "b": {"test_accuracy": 80.0}, "c": {"test_accuracy": 85.0}}
+    assert reproduce.representative_run(["a", "b", "c"], metrics) == "c"
+    assert reproduce.representative_run(["a", "b"], metrics) == "b"
+    assert reproduce.representative_run(["a"], metrics) == "a"

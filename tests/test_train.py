@@ -1,0 +1,368 @@
+"""Training loop: learning, schedules, determinism, resume, NaN guard, export, batching, options."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dnn_tf import train
+from dnn_tf.config import TrainConfig
+from dnn_tf.model import MLP
+
+QUIET = dict(log=lambda line: None, progress=False)
+HISTORY_METRICS = ("step", "loss", "minibatch_accuracy", "valid_accuracy", "learning_rate")
+RESULT_KEYS = {"config", "history", "valid_accuracy", "test_accuracy", "valid_sanitized_accuracy",
+               "test_sanitized_accuracy", "steps", "seconds", "device"}
+
+
+def stripes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class c = a brighter band on rows 2c..2c+1, plus noise: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.int32)
+    images = rng.normal(-0.3, 0.2, (n, 28, 28)).astype(np.float32)
+    for row in (0, 1):
+        images[np.arange(n), 2 * labels + row, :] += 1.5
+    return images, labels
+
+
+def make_data(n_train=640, n_eval=200, sanitized=False, seed=0) -> dict[str, np.ndarray]:
+    data = {}
+    for i, (split, n) in enumerate([("train", n_train), ("valid", n_eval), ("test", n_eval)]):
+        data[f"{split}_dataset"], data[f"{split}_labels"] = stripes(n, seed * 10 + i)
+    if sanitized:
+        for split in ("valid", "test"):
+            data[f"{split}_dataset_sanitized"] = data[f"{split}_dataset"][: n_eval // 2]
+            data[f"{split}_labels_sanitized"] = data[f"{split}_labels"][: n_eval // 2]
+    return data
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data()
+
+
+def small(**overrides) -> TrainConfig:
+    base = dict(name="tiny", learning_rate=0.05, batch_size=32, steps=61, log_every=20, checkpoint_every=0)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def metrics(history):
+    return [{k: h[k] for k in HISTORY_METRICS} for h in history]
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def test_loss_falls_and_logs_course_lines(data):
+    lines = []
+    result = train.train_and_evaluate(small(steps=101, log_every=25), data, log=lines.append, progress=False)
+    assert [h["step"] for h in result.history] == [0, 25, 50, 75, 100]
+    assert result.history[-1]["loss"] < result.history[0]["loss"] / 3
+    assert result.valid_accuracy > 80 and result.test_accuracy > 80
+    assert result.steps == 101 and result.seconds > 0
+    assert result.device in ("/CPU:0", "/GPU:0")
+    assert any(line.startswith(f"Training on {result.device}") for line in lines)
+    assert "Minibatch loss at step 25: " in "\n".join(lines)
+    assert sum(line.startswith("Minibatch accuracy: ") for line in lines) == 5
+    assert lines[-1].startswith("Test accuracy: ")
+    assert result.valid_sanitized_accuracy is None and result.test_sanitized_accuracy is None
+
+
+def test_one_hidden_layer_overfits_64_examples(data):
+    config = small(hidden_sizes=(64,), init="he", learning_rate=0.3, train_subset=64, batch_size=None, steps=150,
+                   log_every=50)
+    result = train.train_and_evaluate(config, data, **QUIET)
+    assert result.history[-1]["minibatch_accuracy"] == 100.0
+    probs = train.predict(result.model, data["train_dataset"][:64])
+    assert np.mean(np.argmax(probs, 1) == data["train_labels"][:64]) == 1.0
+    assert result.history[-1]["loss"] < 0.05
+
+
+@pytest.mark.parametrize("staircase", [False, True])
+def test_learning_rate_decay_follows_schedule(data, staircase):
+    config = small(learning_rate=0.1, decay_steps=10, decay_rate=0.5, staircase=staircase, steps=46, log_every=5)
+    result = train.train_and_evaluate(config, data, **QUIET)
+    for h in result.history:
+        exponent = h["step"] // 10 if staircase else h["step"] / 10
+        assert h["learning_rate"] == pytest.approx(0.1 * 0.5 ** exponent, rel=1e-5)
+    assert result.history[-1]["learning_rate"] < 0.1 * 0.5 ** 4 * 1.001
+
+
+def test_constant_learning_rate_without_decay(data):
+    result = train.train_and_evaluate(small(steps=21, log_every=10), data, **QUIET)
+    assert [h["learning_rate"] for h in result.history] == pytest.approx([0.05] * 3)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_metrics_other_seed_differs(data):
+    config = small(hidden_sizes=(16,), dropout_rate=0.3, max_shift=1, seed=7, steps=41)
+    a = train.train_and_evaluate(config, data, **QUIET)
+    b = train.train_and_evaluate(config, data, **QUIET)
+    c = train.train_and_evaluate(config.replace(seed=8), data, **QUIET)
+    assert metrics(a.history) == metrics(b.history)
+    assert (a.valid_accuracy, a.test_accuracy) == (b.valid_accuracy, b.test_accuracy)
+    assert [h["loss"] for h in a.history] != [h["loss"] for h in c.history]
+
+
+def test_steps_per_call_gives_the_same_history(data):
+    config = small(hidden_sizes=(16,), dropout_rate=0.2, max_shift=1, steps=53, log_every=10, batch_size=50)
+    one = train.train_and_evaluate(config, data, **QUIET)
+    many = train.train_and_evaluate(config.replace(steps_per_call=7), data, **QUIET)
+    assert [h["step"] for h in many.history] == [0, 10, 20, 30, 40, 50, 52]
+    assert metrics(many.history) == metrics(one.history)
+    assert many.steps == one.steps == 53
+
+
+def test_chunk_plan_lands_on_log_and_checkpoint_steps():
+    config = small(steps=23, log_every=5, checkpoint_every=4, steps_per_call=3)
+    plan = train.chunk_plan(0, config)
+    assert [end for end, _, log, _ in plan if log] == [0, 5, 10, 15, 20, 22]
+    assert [end + 1 for end, _, _, ckpt in plan if ckpt] == [4, 8, 12, 16, 20]
+    assert all(1 <= count <= 3 for _, count, _, _ in plan)
+    assert sum(count for _, count, _, _ in plan) == 23
+    ends = [end for end, *_ in plan]
+    assert ends == sorted(ends) and ends[-1] == 22
+    assert train.chunk_plan(10, config)[0][:2] == (10, 1)  # a log step is a chunk of its own end
+    assert train.chunk_plan(23, config) == []
+
+
+# --------------------------------------------------------------------------- checkpoints, resume, divergence
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path):
+    config = small(hidden_sizes=(16,), dropout_rate=0.2, steps=61, log_every=10, checkpoint_every=20)
+    full = train.train_and_evaluate(config, data, out_dir=str(tmp_path / "full"), **QUIET)
+
+    def crash_at_step_50(line):
+        if line.startswith("Minibatch loss at step 50"):
+            raise Interrupt
+
+    out = str(tmp_path / "cut")
+    with pytest.raises(Interrupt):
+        train.train_and_evaluate(config, data, out_dir=out, log=crash_at_step_50, progress=False)
+    assert tf.train.latest_checkpoint(os.path.join(out, "checkpoints")).endswith("ckpt-40")
+    lines = []
+    resumed = train.train_and_evaluate(config, data, out_dir=out, resume=True, log=lines.append, progress=False)
+    assert any("Resumed from" in line and "step 40" in line for line in lines)
+    assert resumed.steps == 61
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]
+    for a, b in zip(metrics(resumed.history), metrics(full.history)):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-5)
+    assert resumed.valid_accuracy == pytest.approx(full.valid_accuracy, abs=0.5)
+    with open(os.path.join(out, "metrics.json")) as f:
+        saved = json.load(f)
+    assert [h["step"] for h in saved["history"]] == [0, 10, 20, 30, 40, 50, 60]
+    assert saved["steps"] == 61
+
+
+def test_resume_refuses_a_different_config(data, tmp_path):
+    config = small(steps=21, checkpoint_every=10)
+    train.train_and_evaluate(config, data, out_dir=str(tmp_path), **QUIET)
+    with pytest.raises(ValueError, match="different config.*hidden_sizes"):
+        train.train_and_evaluate(config.replace(hidden_sizes=(8,)), data, out_dir=str(tmp_path), resume=True,
+                                 **QUIET)
+    # a longer run of the same config continues from the final checkpoint
+    more = train.train_and_evaluate(config.replace(steps=31), data, out_dir=str(tmp_path), resume=True, **QUIET)
+    assert more.steps == 31 and [h["step"] for h in more.history] == [0, 20, 30]
+
+
+def test_nan_guard_names_step_and_keeps_last_checkpoint_finite(data, tmp_path):
+    bad = dict(data)
+    bad["train_dataset"] = data["train_dataset"][:200].copy()
+    bad["train_labels"] = data["train_labels"][:200]
+    bad["train_dataset"][125, 3, 3] = np.nan  # offset batching, batch 10: example 125 is in step 12's batch
+    config = small(batching="offset", batch_size=10, steps=50, log_every=100, checkpoint_every=5)
+    with pytest.raises(train.TrainingDiverged) as err:
+        train.train_and_evaluate(config, bad, out_dir=str(tmp_path), **QUIET)
+    message = str(err.value)
+    assert "at step 12" in message and "lower the learning rate" in message and "ckpt-10" in message
+    ckpt = tf.train.latest_checkpoint(os.path.join(tmp_path, "checkpoints"))
+    assert ckpt.endswith("ckpt-10")
+    reader = tf.train.load_checkpoint(ckpt)
+    weights = [reader.get_tensor(name) for name, _ in tf.train.list_variables(ckpt) if "model/" in name]
+    assert weights and all(np.all(np.isfinite(w)) for w in weights)
+    assert not os.path.exists(os.path.join(tmp_path, "metrics.json"))
+
+
+def test_huge_learning_rate_diverges(data):
+    config = small(hidden_sizes=(32,), learning_rate=1e6, steps=200, log_every=100)
+    with pytest.raises(train.TrainingDiverged, match=r"at step \d+; lower the learning rate \(now 1e\+06"):
+        train.train_and_evaluate(config, data, **QUIET)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_saved_model_reloads_with_same_predictions(data, tmp_path):
+    config = small(hidden_sizes=(16,), dropout_rate=0.5, steps=21, log_every=10, checkpoint_every=10)
+    result = train.train_and_evaluate(config, data, out_dir=str(tmp_path), **QUIET)
+    images = data["test_dataset"][:50]
+    loaded = tf.saved_model.load(str(tmp_path / "saved_model"))
+    out = loaded.signatures["serving_default"](images=tf.constant(images))
+    assert set(out) == {"logits", "probabilities"}
+    np.testing.assert_allclose(out["logits"].numpy(), result.model(images).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(train.predict(str(tmp_path), images, batch_size=7),
+                               train.predict(result.model, images), rtol=1e-5, atol=1e-6)
+    with open(tmp_path / "metrics.json") as f:
+        saved = json.load(f)
+    assert set(saved) == RESULT_KEYS
+    assert saved["test_accuracy"] == result.test_accuracy and saved["config"]["hidden_sizes"] == [16]
+    assert glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))
+    # saving again replaces the SavedModel in place
+    train.save_model(MLP((16,), seed=5), str(tmp_path / "saved_model"))
+    again = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(again["logits"].numpy(), MLP((16,), seed=5)(images).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_predict_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="shape"):
+        train.predict(MLP(), np.zeros((3, 784), np.float32))
+    with pytest.raises(FileNotFoundError, match="no SavedModel"):
+        train.predict(str(tmp_path), np.zeros((3, 28, 28), np.float32))
+
+
+def test_sanitized_accuracies_reported_when_present(tmp_path):
+    data = make_data(sanitized=True)
+    lines = []
+    result = train.train_and_evaluate(small(steps=21, log_every=10), data, out_dir=str(tmp_path),
+                                      log=lines.append, progress=False)
+    assert 0 <= result.valid_sanitized_accuracy <= 100 and 0 <= result.test_sanitized_accuracy <= 100
+    expected = train.predict(result.model, data["test_dataset_sanitized"]).argmax(1) == data["test_labels_sanitized"]
+    assert result.test_sanitized_accuracy == pytest.approx(100 * expected.mean())
+    assert any(line.startswith("Sanitized test accuracy") for line in lines)
+    with open(tmp_path / "metrics.json") as f:
+        assert json.load(f)["test_sanitized_accuracy"] == result.test_sanitized_accuracy
+
+
+# --------------------------------------------------------------------------- batching and jitter
+
+
+def indexed(n: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Images whose every pixel is the example's index, labels = index."""
+    images = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, 28, 28)).copy()
+    return tf.constant(images), tf.constant(np.arange(n, dtype=np.int32))
+
+
+def batches(config: TrainConfig, n: int, steps: range) -> list[np.ndarray]:
+    images, labels = indexed(n)
+    state = train.create_train_state(config, n)
+    batch = train.make_batch_fn(config, state, images, labels)
+    fn = tf.function(lambda step: batch(step))
+    out = []
+    for s in steps:
+        x, y = fn(tf.constant(s, tf.int64))
+        np.testing.assert_array_equal(x.numpy()[:, 0, 0], y.numpy())
+        out.append(y.numpy())
+    return out
+
+
+def test_offset_batching_is_the_course_formula():
+    n, b = 100, 16
+    got = batches(small(batching="offset", batch_size=b), n, range(20))
+    for step, idx in enumerate(got):
+        offset = (step * b) % (n - b)
+        np.testing.assert_array_equal(idx, np.arange(offset, offset + b))
+    for idx in batches(small(batching="offset", batch_size=n), n, range(3)):  # n == b: always the whole set
+        np.testing.assert_array_equal(idx, np.arange(n))
+
+
+def test_shuffle_batching_visits_each_example_once_per_epoch():
+    n, b = 50, 8  # 6 batches per epoch, 2 examples left out of each epoch
+    got = batches(small(batch_size=b, seed=3), n, range(12))
+    epoch0, epoch1 = np.concatenate(got[:6]), np.concatenate(got[6:])
+    assert len(set(epoch0)) == 48 and len(set(epoch1)) == 48
+    assert not np.array_equal(epoch0, epoch1)
+    again = batches(small(batch_size=b, seed=3), n, range(6, 8))  # a restart mid-way gives the same batches
+    np.testing.assert_array_equal(again[0], got[6])
+    np.testing.assert_array_equal(again[1], got[7])
+    other = batches(small(batch_size=b, seed=4), n, range(1))
+    assert not np.array_equal(other[0], got[0])
+
+
+def test_full_batch_uses_every_example_each_step(data):
+    config = small(batch_size=None, train_subset=100, steps=11, log_every=10)
+    assert len(batches(config, 100, range(1))[0]) == 100
+    result = train.train_and_evaluate(config, data, **QUIET)
+    assert result.steps == 11 and [h["step"] for h in result.history] == [0, 10]
+    # the minibatch is the whole (sub)set: its accuracy is a multiple of 1%
+    assert all(h["minibatch_accuracy"] == pytest.approx(round(h["minibatch_accuracy"]), abs=1e-4)
+               for h in result.history)
+
+
+def test_random_shift_moves_images_by_at_most_max_shift():
+    image = np.full((28, 28), -0.5, np.float32)
+    image[10:13, 14] = 0.5
+    images = tf.constant(np.stack([image] * 64))
+    shifted = train.random_shift(images, 2, tf.constant([1, 2], tf.int64)).numpy()
+    assert shifted.shape == (64, 28, 28)
+    moves = set()
+    for s in shifted:
+        rows, cols = np.nonzero(s > 0)
+        assert len(rows) == 3 and set(np.unique(s)) <= {-0.5, 0.5}
+        dy, dx = rows.min() - 10, cols[0] - 14
+        assert abs(dy) <= 2 and abs(dx) <= 2
+        moves.add((dy, dx))
+    assert len(moves) > 5
+    # pixels shifted in from outside are background
+    edge = np.full((1, 28, 28), 0.5, np.float32)
+    out = train.random_shift(tf.constant(np.repeat(edge, 32, 0)), 1, tf.constant([0, 0], tf.int64)).numpy()
+    assert out.min() == -0.5 and set(np.unique(out)) <= {-0.5, 0.5}
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_mixed_precision_and_xla_run_on_cpu_and_learn(data):
+    config = small(hidden_sizes=(32,), init="he", learning_rate=0.1, steps=121, log_every=60)
+    base = train.train_and_evaluate(config, data, **QUIET)
+    mixed = train.train_and_evaluate(config.replace(mixed_precision=True), data, **QUIET)
+    xla = train.train_and_evaluate(config.replace(xla=True, steps_per_call=20), data, **QUIET)
+    assert base.valid_accuracy > 90
+    for other in (mixed, xla):
+        assert abs(other.valid_accuracy - base.valid_accuracy) <= 5
+        assert math.isfinite(other.history[-1]["loss"]) and other.steps == 121
+    assert mixed.model.compute_dtype == tf.float16
+    assert mixed.model.weights[0].dtype == tf.float32
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_other_optimizers_learn(data, optimizer):
+    config = small(optimizer=optimizer, learning_rate=0.01, steps=61, log_every=30)
+    result = train.train_and_evaluate(config, data, **QUIET)
+    assert result.history[-1]["loss"] < result.history[0]["loss"] / 2
+
+
+def test_bad_inputs_raise_value_error(data):
+    with pytest.raises(ValueError, match="not implemented yet"):
+        train.train_and_evaluate(small(strategy="mirrored"), data, **QUIET)
+    with pytest.raises(ValueError, match="test_labels"):
+        train.train_and_evaluate(small(), {k: v for k, v in data.items() if k != "test_labels"}, **QUIET)
+    with pytest.raises(ValueError, match="larger than the training set"):
+        train.train_and_evaluate(small(batch_size=64, train_subset=10), data, **QUIET)
+    with pytest.raises(ValueError, match="out_dir"):
+        train.train_and_evaluate(small(), data, resume=True, **QUIET)
+    wrong = dict(data, valid_labels=data["valid_labels"] + 10)
+    with pytest.raises(ValueError, match="0..9"):
+        train.train_and_evaluate(small(), wrong, **QUIET)
+
+
+def test_result_to_dict_is_json_without_model(data):
+    result = train.train_and_evaluate(small(steps=3, log_every=1), data, **QUIET)
+    d = result.to_dict()
+    assert set(d) == RESULT_KEYS
+    assert len(d["history"]) == 3 and set(d["history"][0]) == set(HISTORY_METRICS) | {"seconds"}
+    json.dumps(d)
