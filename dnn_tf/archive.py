@@ -479,14 +479,21 @@ def read_images(
             executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_mp_context())
             broken = False
             for meta, blobs in _prepend(first, second, chunks):
-                if broken:
-                    collect(meta, _decode_chunk(blobs))
-                    continue
-                pending.append((meta, blobs, executor.submit(_decode_chunk, blobs)))
-                while len(pending) > INFLIGHT_PER_WORKER * workers:
-                    broken = _collect_next(pending, collect) or broken
+                if not broken:
+                    try:
+                        pending.append((meta, blobs, executor.submit(_decode_chunk, blobs)))
+                    except BrokenProcessPool:
+                        broken = True
+                    else:
+                        while len(pending) > INFLIGHT_PER_WORKER * workers:
+                            broken = _collect_next(pending, collect) or broken
+                        continue
+                collect(meta, _decode_chunk(blobs))  # the pool died: decode the rest here
             while pending:
                 broken = _collect_next(pending, collect) or broken
+            if broken:
+                warnings.warn("a decoding process died; decoded the rest in this process", RuntimeWarning,
+                              stacklevel=2)
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -512,13 +519,12 @@ def _collect_next(pending: collections.deque, collect) -> bool:
     """Collects the oldest chunk; if the pool died, decodes it here instead and returns True."""
     meta, blobs, fut = pending.popleft()
     try:
-        collect(meta, fut.result())
-        return False
-    except BrokenProcessPool as e:
-        warnings.warn(f"decoding processes failed ({e}); decoding the rest in this process", RuntimeWarning,
-                      stacklevel=3)
+        result = fut.result()
+    except BrokenProcessPool:
         collect(meta, _decode_chunk(blobs))
         return True
+    collect(meta, result)
+    return False
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:

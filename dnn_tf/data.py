@@ -70,7 +70,9 @@ __all__ = [
 ]
 
 COURSE_KEYS = ("train_dataset", "train_labels", "valid_dataset", "valid_labels", "test_dataset", "test_labels")
-SANITIZED_KEYS = ("valid_dataset_sanitized", "valid_labels_sanitized", "test_dataset_sanitized", "test_labels_sanitized")
+SANITIZED_KEYS = (
+    "valid_dataset_sanitized", "valid_labels_sanitized", "test_dataset_sanitized", "test_labels_sanitized"
+)
 SPLITS = ("train", "valid", "test")
 PAIRS = (("train", "valid"), ("train", "test"), ("valid", "test"))
 
@@ -217,11 +219,6 @@ def validate_dataset(d: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- overlap
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
-    """Inverts the course normalization: float32 (p - 127.5) / 255 -> uint8 p."""
-    return np.clip(np.rint(images * np.float32(PIXEL_DEPTH) + np.float32(PIXEL_DEPTH / 2)), 0, 255).astype(np.uint8)
-
-
 def near_signature(images: np.ndarray) -> np.ndarray:
     """Coarse signature used for near-duplicate detection.
 
@@ -236,12 +233,15 @@ def near_signature(images: np.ndarray) -> np.ndarray:
     Returns:
       uint8 (n, 196) with values 0..3.
     """
-    pixels = images if images.dtype == np.uint8 else _to_uint8(images)
-    n = len(pixels)
-    side = IMAGE_SIZE // NEAR_POOL
-    blocks = pixels.reshape(n, side, NEAR_POOL, side, NEAR_POOL).sum(axis=(2, 4), dtype=np.uint16)
-    bin_width = NEAR_POOL * NEAR_POOL * 256 // NEAR_LEVELS  # block sums 0..1020 -> 4 bins of 256
-    return (blocks // bin_width).astype(np.uint8).reshape(n, side * side)
+    n, side, area = len(images), IMAGE_SIZE // NEAR_POOL, NEAR_POOL * NEAR_POOL
+    grid = images.reshape(n, side, NEAR_POOL, side, NEAR_POOL)
+    if images.dtype == np.uint8:
+        sums = grid.sum(axis=(2, 4), dtype=np.uint16)
+    else:  # block sums of (p - 127.5) / 255, mapped back to integer sums of p (exact after rounding)
+        total = sum(grid[:, :, i, :, j] for i in range(NEAR_POOL) for j in range(NEAR_POOL))
+        sums = np.rint(total * np.float32(PIXEL_DEPTH) + np.float32(area * PIXEL_DEPTH / 2)).clip(0, area * 255)
+    bin_width = area * 256 // NEAR_LEVELS  # block sums 0..1020 -> 4 bins of 256 (= mean // 64)
+    return (sums // bin_width).astype(np.uint8).reshape(n, side * side)
 
 
 def _digests(images: np.ndarray, near: bool) -> list[bytes]:
@@ -545,7 +545,8 @@ def _merged_reusable(out: Path, manifest: dict) -> tuple[dict | None, str]:
         validate_dataset(d)
         for split in SPLITS:
             if len(d[f"{split}_labels"]) != report["sizes"][split]:
-                raise DataError(f"{split} has {len(d[f'{split}_labels'])} images, the report says {report['sizes'][split]}")
+                n, expected = len(d[f"{split}_labels"]), report["sizes"][split]
+                raise DataError(f"{split} has {n} images, the report says {expected}")
         if any(k not in d for k in SANITIZED_KEYS):
             raise DataError("the sanitized sets are missing")
     except (DataError, KeyError, TypeError) as e:
@@ -640,7 +641,8 @@ def prepare(
         )
         empty = [letter for letter, n in manifests[role]["per_class"].items() if n == 0]
         if empty:
-            raise DataError(f"{src} has no readable images for class{'es' if len(empty) > 1 else ''} {', '.join(empty)}")
+            plural = "es" if len(empty) > 1 else ""
+            raise DataError(f"{src} has no readable images for class{plural} {', '.join(empty)}")
     seconds["read"] = time.perf_counter() - start
 
     counts = {role: [len(a) for a in arrs] for role, arrs in arrays.items()}
@@ -771,14 +773,16 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in secs.items()))
     if report.get("decode"):
         d = report["decode"]
-        lines.append(f"  decode: {d['members']:,} files in {d['seconds']:.2f} s = {d['images_per_second']:,.0f} images/s "
-                     f"with {d['workers']} worker{'s' if d['workers'] != 1 else ''}")
+        plural = "s" if d["workers"] != 1 else ""
+        lines.append(f"  decode: {d['members']:,} files in {d['seconds']:.2f} s = "
+                     f"{d['images_per_second']:,.0f} images/s with {d['workers']} worker{plural}")
     cols = [c for c in ("train", "valid", "test", "valid_sanitized", "test_sanitized") if c in report["per_class"]]
     titles = [c.replace("_sanitized", "_san") for c in cols]
     widths = [max(len(t), 7) + 2 for t in titles]
     lines.append("  class" + "".join(f"{t:>{w}}" for t, w in zip(titles, widths)))
     for letter in LETTERS:
-        lines.append(f"  {letter:<5}" + "".join(f"{report['per_class'][c][letter]:>{w},}" for c, w in zip(cols, widths)))
+        cells = "".join(f"{report['per_class'][c][letter]:>{w},}" for c, w in zip(cols, widths))
+        lines.append(f"  {letter:<5}{cells}")
     return "\n".join(lines)
 
 

@@ -25,6 +25,25 @@ Conventions (the course's): the loss and minibatch accuracy logged at step N
 are those of the minibatch of step N before its update; the validation
 accuracy logged at step N is measured after that update. The learning rate
 logged at step N is the one used by that update, ``schedule(N)``.
+
+Distribution (``config.strategy``, tf.distribute):
+
+* ``"default"``: one device (``default_device()``), the fast path above.
+* ``"mirrored"``: ``tf.distribute.MirroredStrategy`` over all local GPUs (or,
+  without GPUs, all logical CPU devices); ``"multiworker"``:
+  ``tf.distribute.MultiWorkerMirroredStrategy`` over the machines of ``TF_CONFIG``.
+  ``config.batch_size`` is the GLOBAL batch: each step gathers it exactly as the
+  default path does (on this worker's first device), cuts it into one contiguous
+  slice per replica, and every replica's loss is its examples' summed
+  cross-entropy divided by the global batch size plus L2 / replicas
+  (``tf.nn.compute_average_loss`` / ``scale_regularization_loss``). The
+  optimizer all-reduces (sums) the gradients, so an update equals the default
+  path's on the same global batch (up to float rounding); loss and accuracy are
+  summed over replicas (``strategy.reduce``). Dropout masks are drawn per
+  replica (seed folded with the replica id), so with dropout the trajectory
+  differs from the default path's (same distribution, still deterministic).
+  On a cluster the chief writes ``out_dir``; worker ``i`` writes its own
+  checkpoints (for ``resume``) and outputs to ``out_dir/worker-i``.
 """
 
 from __future__ import annotations
@@ -37,7 +56,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -69,8 +88,15 @@ METRICS_FILE = "metrics.json"
 TENSORBOARD_DIR = "tb"
 TENSORBOARD_SCALARS = ("loss", "minibatch_accuracy", "valid_accuracy", "learning_rate")
 SERVING_SIGNATURE = "serving_default"
-# Fields that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("name", "steps", "log_every", "checkpoint_every", "steps_per_call", "xla")
+# Fields that may change between an interrupted run and its resumption (a checkpoint does not
+# depend on the strategy: a run may continue on more or fewer devices).
+RESUMABLE_CHANGES = ("name", "steps", "log_every", "checkpoint_every", "steps_per_call", "xla", "strategy")
+# Environment variable describing the cluster for strategy "multiworker".
+TF_CONFIG_ENV = "TF_CONFIG"
+TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                     '"task": {"type": "worker", "index": 0}}')
+# Output folder of non-chief worker i, inside out_dir.
+WORKER_DIR = "worker-{}"
 
 SPLITS = ("train", "valid", "test")
 SANITIZED_SPLITS = ("valid_sanitized", "test_sanitized")  # keys valid_dataset_sanitized, valid_labels_sanitized
@@ -95,8 +121,11 @@ class TrainResult:
       steps: optimizer steps done.
       seconds: wall time of the training loop incl. periodic validation (and
         tracing/compilation), summed over resumptions.
-      device: where it ran, e.g. ``"/CPU:0"``.
+      device: where it ran, e.g. ``"/CPU:0"``, or with a tf.distribute strategy
+        e.g. ``"mirrored: 2 replicas on CPU:0, CPU:1"``.
       model: the trained ``MLP`` (not serialized).
+      replicas: number of replicas in sync (1 for ``strategy="default"``); not
+        serialized separately, ``device`` names it.
     """
 
     config: TrainConfig
@@ -109,6 +138,7 @@ class TrainResult:
     seconds: float
     device: str
     model: Any = field(default=None, repr=False, compare=False)
+    replicas: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (everything but the model)."""
@@ -137,6 +167,7 @@ class TrainState:
     bad_loss: tf.Variable  # that loss
     epoch: tf.Variable  # epoch of the cached permutation (-1 = none yet)
     permutation: tf.Variable | None  # example order of that epoch (shuffle batching)
+    strategy: Any = None  # the tf.distribute.Strategy the variables live in; None = default path
 
 
 # --------------------------------------------------------------------------- setup
@@ -147,15 +178,126 @@ def default_device() -> str:
     return "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
 
 
-def strategy_scope(config: TrainConfig):
-    """The scope in which variables are created and steps run (tf.distribute hook).
+def parse_tf_config(text: str | None) -> dict[str, Any]:
+    """Checks the ``TF_CONFIG`` of a multi-worker run.
+
+    Args:
+      text: the variable's value (None when unset).
+
+    Returns:
+      The parsed dict (keys ``cluster`` and ``task``).
 
     Raises:
-      ValueError: a strategy other than ``"default"``.
+      ValueError: unset, not JSON, or no worker list / task that fits it (one line).
     """
-    if config.strategy != "default":
-        raise ValueError(f"strategy {config.strategy!r} not implemented yet; use strategy=default")
-    return contextlib.nullcontext()
+    hint = f"set {TF_CONFIG_ENV} on every machine, e.g. {TF_CONFIG_ENV}='{TF_CONFIG_EXAMPLE}'"
+    if not text or not text.strip():
+        raise ValueError(f"strategy 'multiworker' needs the {TF_CONFIG_ENV} environment variable; {hint}")
+    try:
+        tf_config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{TF_CONFIG_ENV} is not valid JSON ({e.msg} at char {e.pos}); {hint}") from None
+    cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+    task = tf_config.get("task") if isinstance(tf_config, dict) else None
+    if not isinstance(cluster, dict) or not cluster.get("worker") and not cluster.get("chief"):
+        raise ValueError(f"{TF_CONFIG_ENV} has no cluster with a 'worker' list; {hint}")
+    for job, hosts in cluster.items():
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and ":" in h for h in hosts):
+            raise ValueError(f"{TF_CONFIG_ENV} cluster[{job!r}] must be a list of 'host:port' strings; {hint}")
+    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int) \
+            or not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise ValueError(f"{TF_CONFIG_ENV} task must be {{'type': one of {sorted(cluster)}, 'index': a position "
+                         f"in that list}}, got {task!r}; {hint}")
+    return tf_config
+
+
+_STRATEGIES: dict[Any, Any] = {}  # one strategy per kind and devices per process
+
+
+def create_strategy(config: TrainConfig, devices: Sequence[str] | None = None):
+    """The tf.distribute strategy of ``config.strategy``, or None for ``"default"``.
+
+    Strategies are created once per process and reused (a multi-worker one must
+    be created before TensorFlow runs anything else).
+
+    Args:
+      config: the run's hyperparameters (``strategy``; ``xla`` is refused with a strategy).
+      devices: ``"mirrored"`` only, the devices to mirror over; default all local
+        GPUs, or all logical CPU devices when there is no GPU.
+
+    Returns:
+      None, a ``MirroredStrategy`` or a ``MultiWorkerMirroredStrategy``.
+
+    Raises:
+      ValueError: ``xla`` with a strategy, ``devices`` without "mirrored", or a
+        missing/invalid ``TF_CONFIG`` for "multiworker".
+    """
+    if devices is not None and config.strategy != "mirrored":
+        raise ValueError(f"devices are only for strategy 'mirrored', not {config.strategy!r}")
+    if config.strategy == "default":
+        return None
+    if config.xla:
+        raise ValueError(f"xla is not supported with strategy {config.strategy!r} (the all-reduce of the "
+                         "gradients is outside what XLA compiles here); drop xla or use strategy 'default'")
+    if config.strategy == "mirrored":
+        if devices is None:
+            devices = [d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")]
+        key = ("mirrored", tuple(devices))
+        if key not in _STRATEGIES:
+            _STRATEGIES[key] = tf.distribute.MirroredStrategy(list(devices))
+        return _STRATEGIES[key]
+    if config.strategy == "multiworker":
+        text = os.environ.get(TF_CONFIG_ENV)
+        parse_tf_config(text)
+        key = "multiworker"
+        if key in _STRATEGIES and _STRATEGIES[key][0] != text:
+            raise ValueError(f"{TF_CONFIG_ENV} changed after this process created its multi-worker strategy; "
+                             "start a new process")
+        if key not in _STRATEGIES:
+            try:
+                _STRATEGIES[key] = (text, tf.distribute.MultiWorkerMirroredStrategy())
+            except RuntimeError as e:  # collective ops must be configured before the runtime starts
+                raise ValueError(f"cannot start the multi-worker strategy in this process ({e}); "
+                                 "train in a fresh process") from None
+        return _STRATEGIES[key][1]
+    raise ValueError(f"unknown strategy {config.strategy!r}")
+
+
+def strategy_scope(strategy_or_config):
+    """The scope in which variables are created: ``strategy.scope()``, or a no-op for the default path.
+
+    Args:
+      strategy_or_config: a ``tf.distribute.Strategy``, None, or a ``TrainConfig``
+        (its strategy, see ``create_strategy``).
+
+    Raises:
+      ValueError: see ``create_strategy``.
+    """
+    strategy = strategy_or_config
+    if isinstance(strategy_or_config, TrainConfig):
+        strategy = create_strategy(strategy_or_config)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def describe_strategy(strategy) -> tuple[str, int]:
+    """``(device description, replicas)``, e.g. ``("mirrored: 2 replicas on CPU:0, CPU:1", 2)``."""
+    if strategy is None:
+        return default_device(), 1
+    local = ", ".join(f"{tf.DeviceSpec.from_string(d).device_type}:{tf.DeviceSpec.from_string(d).device_index}"
+                      for d in strategy.extended.worker_devices)
+    n = strategy.num_replicas_in_sync
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        resolver = strategy.cluster_resolver
+        return f"multiworker: {n} replicas, this is {resolver.task_type} {resolver.task_id} on {local}", n
+    return f"mirrored: {n} replica{'s' if n != 1 else ''} on {local}", n
+
+
+def worker_out_dir(strategy, out_dir: str | None) -> str | None:
+    """Where this process writes: ``out_dir`` for the chief (and single-process runs),
+    ``out_dir/worker-<id>`` for the other workers of a cluster."""
+    if out_dir is None or strategy is None or strategy.extended.should_checkpoint:
+        return out_dir
+    return os.path.join(out_dir, WORKER_DIR.format(strategy.cluster_resolver.task_id))
 
 
 def data_keys(split: str) -> tuple[str, str]:
@@ -248,21 +390,30 @@ def create_optimizer(config: TrainConfig, schedule):
     return optimizer
 
 
-def create_train_state(config: TrainConfig, num_train: int) -> TrainState:
-    """Model, optimizer (built, so a checkpoint can restore into it) and counters."""
-    model = create_model(config)
-    schedule = learning_rate_schedule(config)
-    optimizer = create_optimizer(config, schedule)
-    optimizer.build(model.trainable_variables)
-    shuffled = config.batching == "shuffle" and config.batch_size is not None
-    return TrainState(
-        model=model, optimizer=optimizer, schedule=schedule,
-        step=tf.Variable(0, dtype=tf.int64, trainable=False, name="step"),
-        first_bad_step=tf.Variable(-1, dtype=tf.int64, trainable=False, name="first_bad_step"),
-        bad_loss=tf.Variable(0.0, dtype=tf.float32, trainable=False, name="bad_loss"),
-        epoch=tf.Variable(-1, dtype=tf.int64, trainable=False, name="epoch"),
-        permutation=tf.Variable(tf.range(num_train, dtype=tf.int64), trainable=False, name="permutation")
-        if shuffled else None)
+def create_train_state(config: TrainConfig, num_train: int, strategy=None) -> TrainState:
+    """Model, optimizer (built, so a checkpoint can restore into it) and counters.
+
+    Args:
+      config: hyperparameters.
+      num_train: training examples (size of the shuffling permutation).
+      strategy: a tf.distribute strategy (``create_strategy``) to create every
+        variable in (mirrored on its replicas), or None for the default path.
+    """
+    with strategy_scope(strategy):
+        model = create_model(config)
+        schedule = learning_rate_schedule(config)
+        optimizer = create_optimizer(config, schedule)
+        optimizer.build(model.trainable_variables)
+        shuffled = config.batching == "shuffle" and config.batch_size is not None
+        return TrainState(
+            model=model, optimizer=optimizer, schedule=schedule,
+            step=tf.Variable(0, dtype=tf.int64, trainable=False, name="step"),
+            first_bad_step=tf.Variable(-1, dtype=tf.int64, trainable=False, name="first_bad_step"),
+            bad_loss=tf.Variable(0.0, dtype=tf.float32, trainable=False, name="bad_loss"),
+            epoch=tf.Variable(-1, dtype=tf.int64, trainable=False, name="epoch"),
+            permutation=tf.Variable(tf.range(num_train, dtype=tf.int64), trainable=False, name="permutation")
+            if shuffled else None,
+            strategy=strategy)
 
 
 # --------------------------------------------------------------------------- in-graph pieces
@@ -377,20 +528,106 @@ def train_step(config: TrainConfig, state: TrainState, batch_fn) -> tuple[tf.Ten
     return loss, acc
 
 
+def replica_slice(batch_size: int, replica: int, replicas: int) -> tuple[int, int]:
+    """``(start, stop)`` of ``replica``'s contiguous share of a global batch (sizes differ by at most 1)."""
+    return replica * batch_size // replicas, (replica + 1) * batch_size // replicas
+
+
+def _agree_on_finite(grads: list[tf.Tensor]) -> list[tf.Tensor]:
+    """Makes every replica's gradients non-finite when any replica's are (call in replica context).
+
+    The loss-scale optimizer decides per replica whether to skip a step; with
+    this, all replicas skip the same steps (an overflow on one replica must not
+    let the others apply the summed, infinite, gradient).
+    """
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+    overflows = tf.distribute.get_replica_context().all_reduce(  # replicas with non-finite gradients
+        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+    poison = tf.where(overflows > 0, float("nan"), 0.0)
+    return [g + tf.cast(poison, g.dtype) for g in grads]
+
+
+def distributed_train_step(config: TrainConfig, state: TrainState, batch_fn) -> tuple[tf.Tensor, tf.Tensor]:
+    """``train_step`` on ``state.strategy``'s replicas (call inside a tf.function).
+
+    The global batch is gathered (and jittered) exactly as in ``train_step``,
+    then split into one slice per replica; see the module docstring.
+
+    Returns:
+      The global batch's loss (cross-entropy + L2) and accuracy in percent, both
+      before the update, summed over the replicas.
+    """
+    strategy, model, optimizer = state.strategy, state.model, state.optimizer
+    replicas = strategy.num_replicas_in_sync
+    step = state.step.read_value()
+    x, y = batch_fn(step)
+    if config.max_shift > 0:
+        x = random_shift(x, config.max_shift, stream_seed(config.seed, step, JITTER_STREAM))
+    batch = int(x.shape[0])
+
+    def split(ctx):
+        start, stop = replica_slice(batch, ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync)
+        return x[start:stop], y[start:stop]
+
+    xs, ys = strategy.experimental_distribute_values_from_function(split)
+
+    def replica_step(x, y):
+        seed = stream_seed(config.seed, step, DROPOUT_STREAM)
+        if replicas > 1:
+            seed = tf.random.experimental.stateless_fold_in(
+                seed, tf.distribute.get_replica_context().replica_id_in_sync_group)
+        variables = model.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True, seed=seed)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            loss = tf.nn.compute_average_loss(losses, global_batch_size=batch)
+            if config.l2_beta > 0:
+                loss = loss + tf.nn.scale_regularization_loss(l2_penalty(model, config.l2_beta))
+            scaled = optimizer.scale_loss(loss) if config.mixed_precision else loss
+        grads = tape.gradient(scaled, variables)
+        if config.mixed_precision:
+            grads = _agree_on_finite(grads)
+        optimizer.apply_gradients(zip(grads, variables))  # sums the replicas' gradients
+        hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y), tf.float32))
+        return loss, hits
+
+    losses, hits = strategy.run(replica_step, args=(xs, ys))
+    loss = strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+    acc = 100.0 * strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None) / batch
+    first = tf.logical_and(state.first_bad_step < 0, tf.logical_not(tf.math.is_finite(loss)))
+    state.first_bad_step.assign(tf.where(first, step, state.first_bad_step))
+    state.bad_loss.assign(tf.where(first, loss, state.bad_loss))
+    state.step.assign_add(1)
+    return loss, acc
+
+
 def make_train_fn(config: TrainConfig, state: TrainState, batch_fn) -> Callable[[tf.Tensor], tuple]:
-    """Compiles ``train(count) -> (loss, accuracy)`` of the last of ``count`` steps."""
+    """Compiles ``train(count) -> (loss, accuracy)`` of the last of ``count`` steps.
+
+    ``state.strategy`` None: ``train_step`` on one device; otherwise
+    ``distributed_train_step`` on the strategy's replicas.
+
+    Raises:
+      ValueError: ``config.xla`` with a strategy.
+    """
+    step_fn = train_step
+    if state.strategy is not None:
+        if config.xla:
+            raise ValueError("xla is not supported with a tf.distribute strategy; drop xla")
+        step_fn = distributed_train_step
+
     if config.steps_per_call == 1:
         @tf.function(jit_compile=config.xla)
         def train_one(count):
             del count  # always 1
-            return train_step(config, state, batch_fn)
+            return step_fn(config, state, batch_fn)
         return train_one
 
     @tf.function(jit_compile=config.xla)
     def train_many(count):
         loss, acc = tf.constant(0.0), tf.constant(0.0)
         for _ in tf.range(count):
-            loss, acc = train_step(config, state, batch_fn)
+            loss, acc = step_fn(config, state, batch_fn)
         return loss, acc
 
     return train_many
@@ -528,20 +765,28 @@ def train_and_evaluate(config: TrainConfig, data: Mapping[str, np.ndarray], out_
       The ``TrainResult``; also written to ``out_dir/metrics.json``.
 
     Raises:
-      ValueError: bad data, a strategy other than "default", or a checkpoint of another config.
+      ValueError: bad data, a checkpoint of another config, xla with a strategy,
+        or a missing/invalid TF_CONFIG for strategy "multiworker".
       TrainingDiverged: the loss became NaN/inf (no checkpoint is written from then on).
     """
     arrays = split_arrays(data, config)
+    if resume and not out_dir:
+        raise ValueError("resume needs an out_dir")
+    strategy = create_strategy(config)  # first: a multi-worker strategy must precede every TF op
+    description, replicas = describe_strategy(strategy)
     device = default_device()
+    if worker_out_dir(strategy, out_dir) != out_dir:
+        out_dir = worker_out_dir(strategy, out_dir)
+        log(f"Not the chief: this worker writes its checkpoints and outputs to {out_dir}")
     ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR) if out_dir else None
     if ckpt_dir and not resume and os.path.isdir(ckpt_dir):
         shutil.rmtree(ckpt_dir)  # a fresh run must never resume into an old one's checkpoints
     n_train = arrays["train"][0].shape[0]
-    log(f"Training on {device}: {config.name}, {n_train} training examples, {config.steps} steps")
-    with tf.device(device), strategy_scope(config):
+    log(f"Training on {description}: {config.name}, {n_train} training examples, {config.steps} steps")
+    with tf.device(device), strategy_scope(strategy):
         tensors = {k: (tf.identity(tf.convert_to_tensor(x)), tf.identity(tf.convert_to_tensor(y)))
                    for k, (x, y) in arrays.items()}
-        state = create_train_state(config, n_train)
+        state = create_train_state(config, n_train, strategy)
         train_fn = make_train_fn(config, state, make_batch_fn(config, state, *tensors["train"]))
         eval_fn = make_eval_fn(state.model)
 
@@ -552,8 +797,6 @@ def train_and_evaluate(config: TrainConfig, data: Mapping[str, np.ndarray], out_
             manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=CHECKPOINT_MAX_TO_KEEP)
             if resume:
                 start, history, seconds_at = _restore(config, checkpoint, manager, ckpt_dir, log)
-        elif resume:
-            raise ValueError("resume needs an out_dir")
         writer = tf.summary.create_file_writer(os.path.join(out_dir, TENSORBOARD_DIR)) if out_dir else None
 
         bar = (tf.keras.utils.Progbar(config.steps, stateful_metrics=("loss", "valid_accuracy"), unit_name="step")
@@ -604,7 +847,7 @@ def train_and_evaluate(config: TrainConfig, data: Mapping[str, np.ndarray], out_
     result = TrainResult(
         config=config, history=history, valid_accuracy=acc["valid"], test_accuracy=acc["test"],
         valid_sanitized_accuracy=acc.get("valid_sanitized"), test_sanitized_accuracy=acc.get("test_sanitized"),
-        steps=int(state.step.numpy()), seconds=seconds, device=device, model=state.model)
+        steps=int(state.step.numpy()), seconds=seconds, device=description, model=state.model, replicas=replicas)
     _log_final(result, log)
     if out_dir:
         save_model(state.model, os.path.join(out_dir, SAVED_MODEL_DIR))

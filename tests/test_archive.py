@@ -210,11 +210,12 @@ def test_truncated_archive_is_an_error(tmp_path, fixture_archive):
 
 def test_oversized_member_is_not_read(tmp_path):
     glyph = make_glyph_images(1)[0][0]
-    archive = _write_tar(tmp_path / "big.tar", {"r/B/big.png": bytes(MAX_MEMBER_BYTES + 10), "r/B/ok.png": png_bytes(glyph)},
-                         mode="w")
+    members = {"r/B/big.png": bytes(MAX_MEMBER_BYTES + 10), "r/B/ok.png": png_bytes(glyph)}
+    archive = _write_tar(tmp_path / "big.tar", members, mode="w")
     got = read_images(archive, workers=1)
     assert got.names == ["r/B/ok.png"] and got.labels.tolist() == [1]
-    assert got.skipped == [("r/B/big.png", f"too large ({MAX_MEMBER_BYTES + 10} bytes > {MAX_MEMBER_BYTES} byte limit)")]
+    reason = f"too large ({MAX_MEMBER_BYTES + 10} bytes > {MAX_MEMBER_BYTES} byte limit)"
+    assert got.skipped == [("r/B/big.png", reason)]
 
 
 def test_progress_bar(capsys, fixture_archive):
@@ -257,22 +258,29 @@ def test_other_compressions(tmp_path, suffix, mode):
     np.testing.assert_array_equal(got.images, normalize(images))
 
 
+_TEST_PROCESS = os.getpid()
+
+
+def _die_in_worker(blobs):
+    """Stand-in for archive._decode_chunk: a worker killed mid-chunk (OOM killer, decoder crash)."""
+    from dnn_tf.archive import decode_png
+
+    if os.getpid() != _TEST_PROCESS:
+        os._exit(3)
+    results = [decode_png(b) for b in blobs]
+    good = [i for i, (px, _) in enumerate(results) if px is not None]
+    stacked = np.stack([results[i][0] for i in good]) if good else np.zeros((0, 28, 28), np.uint8)
+    return stacked, good, [(i, r) for i, (px, r) in enumerate(results) if px is None]
+
+
 def test_dead_worker_processes_fall_back_to_decoding_here(fixture_archive, monkeypatch):
     import multiprocessing
 
     from dnn_tf import archive
 
-    parent = os.getpid()
-    original = archive._decode_chunk
-
-    def dying(blobs):
-        if os.getpid() != parent:
-            os._exit(3)  # a worker killed mid-chunk (OOM killer, segfault in a decoder, ...)
-        return original(blobs)
-
-    monkeypatch.setattr(archive, "_decode_chunk", dying)
+    monkeypatch.setattr(archive, "_decode_chunk", _die_in_worker)  # picklable by name, inherited by fork
     monkeypatch.setattr(archive, "_mp_context", lambda: multiprocessing.get_context("fork"))
-    with pytest.warns(RuntimeWarning, match="decoding the rest in this process"):
+    with pytest.warns(RuntimeWarning, match="decoded the rest in this process"):
         got = read_images(fixture_archive["path"], workers=2, chunk_size=16)
     assert got.names == fixture_archive["names"]
     np.testing.assert_array_equal(got.images, normalize(fixture_archive["images"]))

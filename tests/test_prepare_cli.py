@@ -46,7 +46,8 @@ def _no_letters_tar(path: Path) -> Path:
         (lambda d: d / "missing.tar.gz", [], "does not exist"),
         (lambda d: (d / "notes.tar.gz").write_text("hello\n") and d / "notes.tar.gz", [], "is not a tar archive"),
         (lambda d: _no_letters_tar(d / "other.tar.gz"), [], "no A..J folders found"),
-        (None, ["--train-size", "5000"], "train 5,000 + valid 10 + test 10 images need 502 per class, but class A has only 10"),
+        (None, ["--train-size", "5000"],
+         "train 5,000 + valid 10 + test 10 images need 502 per class, but class A has only 10"),
         (None, ["--valid-size", "100", "--test-size", "100"], "no images left for training"),
     ],
 )
@@ -128,16 +129,19 @@ def test_urls_and_canonical_names_go_through_download_fetch(tmp_path, capsys, mo
 
 
 def test_console_entry_runs_without_traceback(tmp_path):
-    for cmd in ([sys.executable, "-m", "dnn_tf.cli.prepare"], [sys.executable, str(REPO / "scripts" / "prepare_data.py")]):
+    script = str(REPO / "scripts" / "prepare_data.py")
+    for cmd in ([sys.executable, "-m", "dnn_tf.cli.prepare"], [sys.executable, script]):
         proc = subprocess.run(cmd + ["--train-archive", str(tmp_path / "none.tar.gz"), "--out", str(tmp_path)],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2
-        assert proc.stderr.strip().splitlines() == [f"dnn-tf-prepare: error: train source {tmp_path / 'none.tar.gz'} does not exist"]
+        missing = tmp_path / "none.tar.gz"
+        assert proc.stderr.strip().splitlines() == [f"dnn-tf-prepare: error: train source {missing} does not exist"]
 
 
 @pytest.mark.shared
 def test_shared_sample_end_to_end(tmp_path, capsys, shared_sample):
-    status, stdout, err = _run(["--train-archive", shared_sample, "--out", tmp_path, "--workers", "2", "--quiet"], capsys)
+    argv = ["--train-archive", shared_sample, "--out", tmp_path, "--workers", "2", "--quiet"]
+    status, stdout, err = _run(argv, capsys)
     assert status == 0, err
     assert "train 6,400, valid 800, test 800" in stdout
     d = load_pickle(tmp_path / "notMNIST.pickle")

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Compare named variants of a preset over several seeds, choosing on validation accuracy only.
+
+    python scripts/tune_deep.py --data data/notMNIST.pickle --out results/tune_deep.json \
+        --candidate base \
+        --candidate wide hidden_sizes=2048x1024 dropout_rate=0.5 \
+        --candidate adam optimizer=adam learning_rate=1e-3 \
+        --seeds 0,1,2 [--preset deep] [--set steps=2001] [--with-test]
+
+Each ``--candidate NAME [FIELD=VALUE ...]`` is the ``--preset`` (default
+``deep``) with those overrides; the pseudo-field ``preset=OTHER`` starts from
+another preset. ``--set FIELD=VALUE`` applies to every candidate (e.g. fewer
+steps for a quick screen). Every (candidate, seed) run is appended to ``--out``
+(JSON, rewritten atomically after each run, so an interrupted sweep keeps its
+results and ``--resume`` skips the runs already there) with a Markdown table
+beside it (``OUT`` with suffix ``.md``): validation accuracy mean and standard
+deviation over the seeds, seconds per run, sorted best first.
+
+Test accuracy is left out unless ``--with-test`` is given: choose on
+validation, then rerun the chosen configurations with ``--with-test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from dnn_tf import io  # noqa: E402
+from dnn_tf.cli import ArgumentParser, UsageError, run  # noqa: E402
+from dnn_tf.config import PRESETS, TrainConfig, get_preset, parse_value  # noqa: E402
+
+PROG = "tune_deep"
+DEFAULT_PRESET = "deep"
+DEFAULT_SEEDS = (0, 1, 2)
+PRESET_KEY = "preset"
+MARKDOWN_SUFFIX = ".md"
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return seeds
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=os.path.join("data", "notMNIST.pickle"), help="the prepared dataset")
+    p.add_argument("--out", required=True, help="JSON results file (a .md table is written beside it)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"base preset (default: {DEFAULT_PRESET})")
+    p.add_argument("--candidate", action="append", nargs="+", default=[], metavar="NAME [FIELD=VALUE ...]",
+                   help="a named variant of the base preset (repeatable); 'base' alone means no overrides")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override applied to every candidate (repeatable)")
+    p.add_argument("--seeds", type=_seeds, default=DEFAULT_SEEDS, help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument("--with-test", action="store_true",
+                   help="also record test accuracy (only after choosing on validation)")
+    p.add_argument("--resume", action="store_true", help="skip (config, seed) runs already in --out")
+    p.add_argument("--dry-run", action="store_true", help="print the candidates' configs and exit")
+    return p
+
+
+def _overrides(base: TrainConfig, items: Sequence[str], what: str) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"{what}: expected FIELD=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(base, key.strip(), value)
+    return out
+
+
+def make_candidates(preset: str, specs: Sequence[Sequence[str]],
+                    common: Sequence[str]) -> dict[str, tuple[str, TrainConfig]]:
+    """``{name: (starting preset, config)}`` for ``--candidate`` specs (default: the preset alone).
+
+    Raises:
+      UsageError: duplicate names, unknown preset/field or a bad value.
+    """
+    specs = specs or [["base"]]
+    out: dict[str, tuple[str, TrainConfig]] = {}
+    for name, *items in specs:
+        if name in out:
+            raise UsageError(f"duplicate candidate name {name!r}")
+        start = preset
+        rest = []
+        for item in items:
+            key, _, value = item.partition("=")
+            if key.strip() == PRESET_KEY:
+                start = value.strip()
+            else:
+                rest.append(item)
+        try:
+            base = get_preset(start)
+            config = base.replace(**_overrides(base, common, "--set"))
+            config = config.replace(**_overrides(config, rest, f"candidate {name}"))
+        except ValueError as e:
+            raise UsageError(f"candidate {name}: {e}") from None
+        out[name] = (start, config)
+    return out
+
+
+def summarize(rows: Sequence[dict], with_test: bool) -> list[dict]:
+    """Per candidate: mean/std of validation (and test) accuracy and seconds, best validation first."""
+    by_name: dict[str, list[dict]] = {}
+    for r in rows:
+        by_name.setdefault(r["candidate"], []).append(r)
+    summary = []
+    for name, rs in by_name.items():
+        s = {"candidate": name, "preset": rs[0].get("preset"), "runs": len(rs), "seeds": [r["seed"] for r in rs],
+             "overrides": rs[0]["overrides"]}
+        keys = ["valid_accuracy", "seconds"] + (["test_accuracy"] if with_test else [])
+        for key in keys:
+            values = [r[key] for r in rs if r.get(key) is not None]
+            if values:
+                s[key + "_mean"] = statistics.fmean(values)
+                s[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary.append(s)
+    summary.sort(key=lambda s: -s.get("valid_accuracy_mean", 0.0))
+    return summary
+
+
+def markdown(summary: Sequence[dict], with_test: bool) -> str:
+    head = "| candidate | preset | runs | valid % (mean ± std) |" + (" test % (mean ± std) |" if with_test else "") \
+        + " s/run | overrides |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for s in summary:
+        cells = [s["candidate"], str(s.get("preset") or ""), str(s["runs"]),
+                 f"{s['valid_accuracy_mean']:.2f} ± {s['valid_accuracy_std']:.2f}"]
+        if with_test:
+            cells.append(f"{s['test_accuracy_mean']:.2f} ± {s['test_accuracy_std']:.2f}"
+                         if "test_accuracy_mean" in s else "")
+        cells += [f"{s['seconds_mean']:.0f}", " ".join(f"{k}={v}" for k, v in s["overrides"].items())]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _diff(config: TrainConfig, reference: TrainConfig) -> dict[str, Any]:
+    a, b = config.to_dict(), reference.to_dict()
+    return {k: v for k, v in a.items() if k not in ("name", "seed") and v != b[k]}
+
+
+def _write(path: str, rows: list[dict], with_test: bool) -> None:
+    summary = summarize(rows, with_test)
+    io.write_json(path, {"rows": rows, "summary": summary, "with_test": with_test})
+    io.write_text(str(Path(path).with_suffix(MARKDOWN_SUFFIX)), markdown(summary, with_test))
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    candidates = make_candidates(args.preset, args.candidate, args.set)
+    if args.dry_run:
+        for name, (start, config) in candidates.items():
+            print(f"{name}: {start} {_diff(config, get_preset(start))}")
+        return 0
+    from dnn_tf.data import load_pickle
+    from dnn_tf.train import train_and_evaluate  # imports TensorFlow
+
+    data = load_pickle(args.data)
+    rows: list[dict] = []
+    if args.resume and os.path.exists(args.out):
+        import json
+
+        with open(args.out, encoding="utf-8") as f:
+            rows = json.load(f)["rows"]
+    done = {(r["candidate"], r["seed"], repr(sorted(r["config"].items()))) for r in rows}
+    total = len(candidates) * len(args.seeds)
+    k = 0
+    for name, (start, config) in candidates.items():
+        for seed in args.seeds:
+            k += 1
+            cfg = config.replace(seed=seed, name=name)
+            key = (name, seed, repr(sorted(cfg.to_dict().items())))
+            if key in done:
+                continue
+            t0 = time.perf_counter()
+            result = train_and_evaluate(cfg, data, out_dir=None, log=lambda *_: None, progress=False)
+            row = {"candidate": name, "seed": seed, "preset": start, "overrides": _diff(cfg, get_preset(start)),
+                   "valid_accuracy": result.valid_accuracy,
+                   "valid_curve": [(h["step"], h["valid_accuracy"]) for h in result.history],
+                   "seconds": result.seconds, "wall_seconds": time.perf_counter() - t0,
+                   "config": cfg.to_dict()}
+            if args.with_test:
+                row["test_accuracy"] = result.test_accuracy
+                row["test_sanitized_accuracy"] = result.test_sanitized_accuracy
+            rows.append(row)
+            _write(args.out, rows, args.with_test)
+            test = f"  test {result.test_accuracy:.2f}" if args.with_test else ""
+            print(f"[{k}/{total}] {name} seed {seed}: valid {result.valid_accuracy:.2f}{test}  "
+                  f"({result.seconds:.0f} s)", flush=True)
+    if rows:
+        _write(args.out, rows, args.with_test)
+        print(markdown(summarize(rows, args.with_test), args.with_test), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_body, argv, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
