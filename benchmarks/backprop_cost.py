@@ -48,7 +48,7 @@ MODES = ("forward", "train_step")
 CLAIM_STEP_RATIO = 2.0
 CLAIM_BACKWARD_RATIO = 2.0
 CLAIM_TOLERANCE = 0.25  # within 25% of the claimed ratio counts as "about"
-MIN_MEASURED_BYTES = 1 << 20  # TF's CPU allocator does not report allocations < 256 KiB: below this, no ratio
+MIN_MEASURED_BYTES = 4 << 20  # TF's CPU allocator does not report allocations < 256 KiB: below this, no ratio
 
 
 # --------------------------------------------------------------------------- compiled functions
@@ -193,16 +193,16 @@ def conclusion(rows) -> str:
         t = common.median([r["time_ratio"] for r in rs])
         flop = rs[0]["flop_ratio"]
         measured = [r["measured_memory_ratio"] for r in rs if r["measured_memory_ratio"] is not None]
-        memory = measured or [r["analytic_ratio"] for r in rs]
         total = [r["total_memory_ratio"] for r in rs]
         parts.append(
             f"For {net} a training step (forward + backward + update) took {_span([r['time_ratio'] for r in rs])} "
             f"the forward time over batches {rs[0]['batch']}-{rs[-1]['batch']} (median {t:.2f}x; FLOP count "
             f"{flop:.2f}x), so the backward pass alone costs {t - 1:.2f}x the forward pass, "
             f"{_about(t - 1, CLAIM_BACKWARD_RATIO)} the claimed 2x, and the whole step {_about(t, CLAIM_STEP_RATIO)} "
-            f"twice the forward pass. It creates {_span(memory)} the tensor bytes of the forward pass "
-            f"({'measured with TensorFlow' + chr(39) + 's allocator' if measured else 'analytic'}), "
-            f"{_span(total)} counting the weights both need.")
+            f"twice the forward pass. Counting the weights both need, it holds {_span(total)} the tensor memory "
+            f"of the forward pass ({_about(common.median(total), CLAIM_STEP_RATIO)} twice)"
+            + (f"; the bytes it allocates beyond the weights are {_span(measured)} those of the forward pass "
+               "(TensorFlow's allocator, batches where that is measurable)." if measured else "."))
     return (" ".join(parts) + " Why: the backward pass of a layer needs a weight gradient (as many FLOPs as the "
             "forward matmul) and an input gradient (as many again), except the first layer, which needs no input "
             "gradient; in 784-1024-10 that first layer holds almost all FLOPs, so backward ~ 1x forward there, and "
@@ -304,8 +304,7 @@ def main(argv=None) -> int:
     head = rows[min(1, len(rows) - 1)]
     result["key_lines"] = [
         f"backprop {r['net']} batch {r['batch']}: time x{r['time_ratio']:.2f} (FLOPs x{r['flop_ratio']:.2f}), "
-        f"memory x{r['analytic_ratio']:.2f} analytic"
-        + (f", x{r['measured_memory_ratio']:.2f} measured" if r["measured_memory_ratio"] is not None else "")
+        f"memory x{r['total_memory_ratio']:.2f} (incl. weights)"
         for r in rows if r["batch"] == head["batch"]]
     png = os.path.join(args.out, f"{STEM}.png")
     plot(result, png)

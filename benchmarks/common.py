@@ -24,7 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "results"
 MIN_REPEATS = 5
 MEMINFO_KEYS = ("VmHWM", "VmRSS")
-RESET_PEAK_RSS = "5"  # written to /proc/self/clear_refs: resets VmHWM (Linux >= 4.0)
 KIB = 1024
 MIB = 1024 * 1024
 
@@ -117,16 +116,6 @@ def proc_status() -> dict[str, int]:
         out["VmHWM"] = peak if sys.platform == "darwin" else peak * KIB
         out.setdefault("VmRSS", out["VmHWM"])
     return out
-
-
-def reset_peak_rss() -> bool:
-    """Resets this process's VmHWM to its current RSS; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write(RESET_PEAK_RSS)
-        return True
-    except OSError:
-        return False
 
 
 def run_python(code: str, timeout: float = 600.0, env: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -57,10 +57,12 @@ TARGET_DEDUP_SECONDS = 10.0
 SEED = 0
 # The course baseline takes ~70 s on 100,000 PNGs: one round of it, three of ours.
 FULL = {"synthetic": 100_000, "dedup": (200_000, 10_000, 10_000), "planted": 500, "rounds_large": 3,
-        "course_rounds_large": 1}
+        "course_rounds_large": 2, "rounds_sample": 3}
 TINY = {"synthetic": 3_000, "dedup": (20_000, 1_000, 1_000), "planted": 50, "rounds_large": 1,
-        "course_rounds_large": 1}
+        "course_rounds_large": 1, "rounds_sample": 1}
 CONTENDERS = ("course", "ours w=1", "ours w=2")
+DEDUP_ROUNDS = 2
+IMPORT_PROBES = 3  # fresh interpreters measured for the import baseline
 
 
 # --------------------------------------------------------------------------- the contenders (run in a child)
@@ -100,11 +102,20 @@ def course_read(archive: str, scratch: str) -> list[np.ndarray]:
             if os.path.isdir(os.path.join(root, letter))]
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def child(kind: str, archive: str | None = None, workers: int | None = None) -> None:
     """Runs one contender in this (fresh) process and prints one JSON line."""
     import resource
 
     out = {"kind": kind, "workers": workers}
+    cpu0 = cpu_seconds()
     if kind == "import":
         pass
     elif kind == "import_archive":
@@ -145,6 +156,7 @@ def child(kind: str, archive: str | None = None, workers: int | None = None) -> 
         out["test_dropped"] = int((~test_keep).sum())
     else:
         raise ValueError(f"unknown contender {kind!r}")
+    out["cpu_seconds"] = cpu_seconds() - cpu0  # includes the imports above, a few tens of ms
     out.update(common.proc_status())
     out["children_maxrss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * common.KIB
     print(json.dumps(out), flush=True)
@@ -257,6 +269,7 @@ def compare(archive: Path, rounds: int, course_rounds: int | None = None) -> dic
         seconds = common.median(times[name])
         images = runs[name][-1]["images"]
         out[name] = {"seconds": seconds, "images": images, "images_per_s": images / seconds,
+                     "cpu_seconds": common.median([r["cpu_seconds"] for r in runs[name]]),
                      "peak_rss": max(r["VmHWM"] for r in runs[name]),
                      "worker_peak_rss": max(r["children_maxrss"] for r in runs[name]),
                      "array_bytes": runs[name][-1]["array_bytes"], "all_seconds": times[name]}
@@ -273,6 +286,7 @@ def summarize(name: str, res: dict, base_rss: int) -> dict:
     return {"source": name, "images": res[best]["images"], "contenders": res, "best": best,
             "ratio_vs_course": res[best]["images_per_s"] / res["course"]["images_per_s"],
             "ratio_w2_vs_course": res["ours w=2"]["images_per_s"] / res["course"]["images_per_s"],
+            "cpu_ratio_w1_vs_course": res["course"]["cpu_seconds"] / res["ours w=1"]["cpu_seconds"],
             "array_bytes": arrays, "memory_overhead_w2": overhead,
             "memory_overhead_w1": (res["ours w=1"]["peak_rss"] - base_rss - arrays) / arrays,
             "memory_overhead_course": (res["course"]["peak_rss"] - base_rss - arrays) / arrays}
@@ -284,7 +298,7 @@ def render(result: dict) -> str:
     for s in result["sources"]:
         for c in CONTENDERS:
             r = s["contenders"][c]
-            rows.append([s["source"], c, r["images"], r["seconds"], r["images_per_s"],
+            rows.append([s["source"], c, r["images"], r["seconds"], r["cpu_seconds"], r["images_per_s"],
                          r["images_per_s"] / s["contenders"]["course"]["images_per_s"], r["peak_rss"] / mib,
                          (r["peak_rss"] - result["import_rss"]) / mib, r["worker_peak_rss"] / mib])
     big = result["sources"][-1]
@@ -302,8 +316,13 @@ def render(result: dict) -> str:
         "image (the course's `load_letter`), time includes the extraction. `ours w=N` = "
         "`dnn_tf.archive.read_images(archive, workers=N)` (streamed from the tar, nothing extracted).",
         "",
-        common.markdown_table(["source", "contender", "images", "seconds", "images/s", "x course", "peak RSS MiB",
+        common.markdown_table(["source", "contender", "images", "seconds", "CPU s", "images/s", "x course",
+                               "peak RSS MiB",
                                "above import MiB", "worker peak MiB"], rows),
+        "",
+        "`CPU s` = user + system time of the contender's process and its workers (less sensitive to other "
+        "processes than wall time): the single-process contenders' CPU-time ratio, course / ours w=1, is "
+        + ", ".join(f"{s['cpu_ratio_w1_vs_course']:.2f}x ({s['source']})" for s in result["sources"]) + ".",
         "",
         f"Import baseline (fresh python + numpy): {result['numpy_rss'] / mib:.0f} MiB; "
         f"+ Pillow + dnn_tf.archive: {result['import_rss'] / mib:.0f} MiB (used as the baseline above).",
@@ -343,12 +362,14 @@ def main(argv=None) -> int:
     repeats = common.repeats_of(args)
     start = time.perf_counter()
     machine = common.machine()
-    numpy_rss = common.median([run_child("import")["VmHWM"] for _ in range(3)])
-    import_rss = common.median([run_child("import_archive")["VmHWM"] for _ in range(3)])
+    probes = 1 if args.tiny else IMPORT_PROBES
+    numpy_rss = common.median([run_child("import")["VmHWM"] for _ in range(probes)])
+    import_rss = common.median([run_child("import_archive")["VmHWM"] for _ in range(probes)])
     synthetic, what = cached_archive(sizes["synthetic"], args.tiny)
     sources = []
+    rounds_sample = min(repeats, sizes["rounds_sample"]) if args.repeats is None else repeats
     if SAMPLE.exists() and not args.tiny:
-        sources.append(summarize(SAMPLE.name, compare(SAMPLE, repeats), int(import_rss)))
+        sources.append(summarize(SAMPLE.name, compare(SAMPLE, rounds_sample), int(import_rss)))
     elif not args.tiny:
         common.log(f"{SAMPLE} absent: skipping the sample")
     rounds_large = min(repeats, sizes["rounds_large"]) if args.repeats is None else repeats
@@ -358,12 +379,12 @@ def main(argv=None) -> int:
     large_seconds = LARGE_IMAGES / big["contenders"]["ours w=2"]["images_per_s"]
     n_train, n_valid, n_test = sizes["dedup"]
     dedup_runs = [run_child("dedup", f"{n_train},{n_valid},{n_test},{sizes['planted']}")
-                  for _ in range(rounds_large)]
+                  for _ in range(min(rounds_large, DEDUP_ROUNDS))]
     dedup = {"sizes": sizes["dedup"], "seconds": common.median([r["seconds"] for r in dedup_runs]),
              "all_seconds": [r["seconds"] for r in dedup_runs], "planted": dedup_runs[0]["planted"],
              "found": dedup_runs[0]["found"], "peak_rss": max(r["VmHWM"] for r in dedup_runs)}
     result = {"benchmark": STEM, "machine": machine, "machine_end": common.machine(), "tiny": bool(args.tiny),
-              "rounds": (f"{repeats} rounds on the sample, " if len(sources) > 1 else "")
+              "rounds": (f"{rounds_sample} rounds on the sample, " if len(sources) > 1 else "")
               + f"{rounds_large} on the generated archive ({sizes['course_rounds_large']} of the course baseline)",
               "numpy_rss": numpy_rss, "import_rss": import_rss, "synthetic_what": what,
               "synthetic_archive": str(synthetic), "sources": sources, "large_images": LARGE_IMAGES,

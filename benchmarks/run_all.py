@@ -19,7 +19,8 @@ import common  # noqa: E402
 PROG = "run_all"
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("train_throughput", "backprop_cost", "prepare_throughput", "deep_vs_wide")
-TIMEOUT = {"train_throughput": 420, "backprop_cost": 180, "prepare_throughput": 300, "deep_vs_wide": 360}
+# Safety nets only (typical: 150-300 s, 10-30 s, 150-250 s, 150-250 s on 2 shared cores).
+TIMEOUT = {"train_throughput": 600, "backprop_cost": 240, "prepare_throughput": 420, "deep_vs_wide": 480}
 TINY_TIMEOUT = 120
 SUMMARY = "BENCHMARKS.md"
 
@@ -66,8 +67,11 @@ def summarize(out: str | os.PathLike, wall: dict[str, float] | None = None) -> s
                          f">= {t['targets'][k]}", _met(v >= t["targets"][k])])
         e = t["eval"]
         rows.append(["train_throughput", f"evaluation cost ({e['evaluations']} x {e['eval_examples']:,} examples, "
-                     f"{e['steps']:,} steps)", f"{e['eval_cost_pct']:.1f}%", f"<= {t['eval_target_pct']:.0f}%",
-                     _met(e["eval_cost_pct"] <= t["eval_target_pct"])])
+                     f"{e['steps']:,} steps), timed in the run", f"{e['eval_cost_pct']:.1f}%",
+                     f"<= {t['eval_target_pct']:.0f}%", _met(e["eval_cost_pct"] <= t["eval_target_pct"])])
+        rows.append(["train_throughput", "evaluation cost without the one-time tracing of the eval function",
+                     f"{e['eval_cost_pct_without_tracing']:.1f}%", f"<= {t['eval_target_pct']:.0f}%",
+                     _met(e["eval_cost_pct_without_tracing"] <= t["eval_target_pct"])])
     p = load(out, "prepare_throughput")
     if p:
         loads += [p["machine"]["load_average_1min"], p["machine_end"]["load_average_1min"]]
@@ -92,9 +96,9 @@ def summarize(out: str | os.PathLike, wall: dict[str, float] | None = None) -> s
     if b:
         loads += [b["machine"]["load_average_1min"], b["machine_end"]["load_average_1min"]]
         for r in b["rows"]:
-            mem = r["measured_memory_ratio"] if r["measured_memory_ratio"] is not None else r["analytic_ratio"]
-            rows.append(["backprop_cost", f"{r['net']} batch {r['batch']}: (fwd+bwd+update)/fwd time; memory",
-                         f"{r['time_ratio']:.2f}; {mem:.2f}", "claim ~2 (or 3)", "-"])
+            rows.append(["backprop_cost", f"{r['net']} batch {r['batch']}: (fwd+bwd+update) / fwd, time; memory "
+                         "incl. weights", f"{r['time_ratio']:.2f}; {r['total_memory_ratio']:.2f}",
+                         "claim: ~2", "-"])
     dw = load(out, "deep_vs_wide")
     parts = ["# Benchmarks", ""]
     if loads:

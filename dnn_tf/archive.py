@@ -7,19 +7,29 @@ parallel and returns them normalized the way the course did::
     float32 (pixel - 127.5) / 255, shape (n, 28, 28); labels int32 0..9 (A..J)
 
 Nothing is ever written to disk. The archive is untrusted input: absolute paths,
-``..`` components, links, devices and members over ``MAX_MEMBER_BYTES`` are
-refused, and unreadable images (corrupt, empty, not a PNG, not 28x28) are
-skipped. Every refused or skipped member is listed in ``Images.skipped`` as
-``(name, reason)``; none of them is fatal. Only a bad *source* raises
-``DataError``: a missing path, a file that is not a tar archive, a truncated
-archive, or no A..J folders at all.
+``..`` components, links, devices and members over ``max_member_bytes``
+(default ``MAX_MEMBER_BYTES``, 1 MiB) are refused unread, and unreadable images
+(corrupt, empty, not a PNG, not 28x28) are skipped. Every refused or skipped
+member is listed in ``Images.skipped`` as ``(name, reason)``; none of them is
+fatal. Only a bad *source* raises ``DataError``: a missing or unreadable path, a
+file that is not a tar archive, a truncated or corrupt archive, no A..J folders
+at all, or a decompression bomb: more than ``max_total_bytes`` (default
+``MAX_TOTAL_BYTES``, 4 GiB) of uncompressed data, counting skipped members and
+trailing bytes, or a GNU long-name / pax header over ``MAX_HEADER_BYTES``. A
+member whose header claims more bytes than are left of ``max_total_bytes`` stops
+the read at once, without decompressing it.
 
 Decoding (``decode_png``): 8-bit grayscale (mode ``L``) is used as is. Other
 modes are converted to 8-bit grayscale: ``1``, ``P``, ``RGB``, ``RGBA``, ``LA``
 and ``PA`` through Pillow's ``convert("L")`` (ITU-R 601-2 luma of the colour,
 alpha ignored); 16-bit grayscale (``I;16*``, or ``I`` with values in 0..65535) is
 scaled to 8 bits with ``round(v / 257)``, the exact inverse of the usual
-8 -> 16 bit widening ``v * 257``. Any other mode is skipped with a reason.
+8 -> 16 bit widening ``v * 257``. 16-bit colour PNGs (RGB, RGBA, and 16-bit
+gray+alpha, which Pillow opens as RGBA) are reduced by Pillow to the high byte
+of each sample (``v >> 8``) and then converted like 8-bit colour. Any other mode
+is skipped with a reason. The PNG header is checked before Pillow decodes
+anything: no PNG signature -> "not a PNG image", IHDR size not 28x28 -> "wrong
+size" (so a header claiming 60000x60000 pixels costs nothing).
 """
 
 from __future__ import annotations
@@ -32,12 +42,13 @@ import io
 import lzma
 import multiprocessing
 import os
+import stat
+import struct
 import sys
 import tarfile
 import threading
 import time
 import warnings
-import zlib
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +62,12 @@ IMAGE_SIZE = 28
 PIXEL_DEPTH = 255.0
 
 MAX_MEMBER_BYTES = 1 << 20  # a 28x28 PNG is < 2 KB; anything above 1 MiB is refused unread
+# Uncompressed bytes read from one source (tar headers, data, skipped members, trailing bytes).
+# notMNIST_large.tar.gz unpacks to a ~0.63 GB tar (529,114 PNGs at ~1.2 KB each with headers).
+MAX_TOTAL_BYTES = 4 << 30
+MAX_HEADER_BYTES = 1 << 16  # GNU long-name / pax extended header payload (real ones are < 1 KB)
+TAIL_READ_BYTES = 1 << 16  # read size when draining the stream after the last member
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHUNK_SIZE = 2048  # members sent to a worker process at once
 INFLIGHT_PER_WORKER = 2  # chunks queued per worker (bounds memory while streaming)
 MAX_REASON_CHARS = 160
@@ -126,21 +143,37 @@ def decode_png(data: bytes) -> tuple[np.ndarray | None, str]:
     """
     if not data:
         return None, "empty file (0 bytes)"
+    if not data.startswith(PNG_SIGNATURE):
+        return None, "not a PNG image"
+    size = _ihdr_size(data)
+    if size is not None and size != (IMAGE_SIZE, IMAGE_SIZE):
+        return None, f"wrong size {size[0]}x{size[1]} (expected {IMAGE_SIZE}x{IMAGE_SIZE})"
     try:
         with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
             if im.size != (IMAGE_SIZE, IMAGE_SIZE):
                 return None, f"wrong size {im.width}x{im.height} (expected {IMAGE_SIZE}x{IMAGE_SIZE})"
             return _to_gray8(im)
-    except Image.UnidentifiedImageError:
-        return None, "not a PNG image"
+    except Image.UnidentifiedImageError:  # it has the PNG signature, so the header after it is broken
+        return None, "corrupt PNG (truncated or damaged header)"
     except Exception as e:  # noqa: BLE001 - any failure on untrusted bytes is a skip, not a crash
         return None, _one_line(f"corrupt PNG ({type(e).__name__}: {e})")
+
+
+def _ihdr_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the IHDR chunk that must follow the PNG signature, or None if absent."""
+    if len(data) >= 24 and data[12:16] == b"IHDR":
+        return struct.unpack(">II", data[16:24])
+    return None
 
 
 def _to_gray8(im: Image.Image) -> tuple[np.ndarray | None, str]:
     mode = im.mode
     if mode == "L":
         pixels = np.asarray(im)
+    elif mode in ("P", "PA"):
+        with warnings.catch_warnings():  # "transparency expressed in bytes": irrelevant for gray, not worth a line
+            warnings.simplefilter("ignore", UserWarning)
+            pixels = np.asarray(im.convert("L"))
     elif mode in CONVERTIBLE_MODES:
         pixels = np.asarray(im.convert("L"))
     elif mode in SIXTEEN_BIT_MODES:
@@ -210,8 +243,10 @@ def _is_class_dir(name: str) -> bool:
 class _Scan:
     """Iterates a source as (name, label, data) for candidates and (name, None, reason) for refusals."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_member_bytes: int, max_total_bytes: int):
         self.path = path
+        self.max_member_bytes = max_member_bytes
+        self.max_total_bytes = max_total_bytes
         self.found_class_folder = False
         self.total = 1  # progress units (bytes for archives, files for folders)
         self.done = 0
@@ -222,37 +257,107 @@ class _Scan:
     def close(self) -> None:
         pass
 
+    def _too_large(self, size: int) -> str:
+        return f"too large ({size} bytes > {self.max_member_bytes} byte limit)"
+
+    def _bomb(self, detail: str) -> DataError:
+        return DataError(
+            f"{self.path}: {detail} (limit: {self.max_total_bytes:,} uncompressed bytes, max_total_bytes); "
+            "refused as a possible decompression bomb"
+        )
+
+
+class _Budget:
+    """Read-only file wrapper that counts the (uncompressed) bytes read and stops past ``limit``."""
+
+    def __init__(self, raw, limit: int, scan: _Scan):
+        self._raw = raw
+        self._limit = limit
+        self._scan = scan
+        self.count = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        room = self._limit - self.count + 1  # one byte more than allowed shows that the limit is crossed
+        if size is None or size < 0 or size > room:
+            size = room
+        data = self._raw.read(size)
+        self.count += len(data)
+        if self.count > self._limit:
+            raise self._scan._bomb("it unpacks to more bytes than the limit")
+        return data
+
+
+class _SafeTarInfo(tarfile.TarInfo):
+    """TarInfo that refuses negative sizes and oversized long-name / pax headers before tarfile reads them.
+
+    (tarfile reads such a header's whole payload into memory; ``_proc_member`` is
+    tarfile's documented hook for subclasses.)
+    """
+
+    _HEADER_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                     tarfile.SOLARIS_XHDTYPE)
+
+    def _proc_member(self, tarfile_):
+        if self.size < 0:
+            raise DataError(f"member {_one_line(self.name)!r} has a negative size")
+        if self.type in self._HEADER_TYPES and self.size > MAX_HEADER_BYTES:
+            raise DataError(f"a long-name/pax header of {self.size:,} bytes (limit {MAX_HEADER_BYTES:,})")
+        return super()._proc_member(tarfile_)
+
 
 class _TarScan(_Scan):
-    def __init__(self, path: Path):
-        super().__init__(path)
-        self.total = max(path.stat().st_size, 1)
-        if path.stat().st_size == 0:
-            raise DataError(f"{path} is empty, not a tar archive")
-        self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
-        magic = self._raw.read(6)
-        self._raw.seek(0)
-        opener = next((op for m, op in _COMPRESSED_MAGIC.items() if magic.startswith(m)), None)
-        self._stream = opener(self._raw) if opener else self._raw
+    def __init__(self, path: Path, max_member_bytes: int, max_total_bytes: int):
+        super().__init__(path, max_member_bytes, max_total_bytes)
         try:
-            self._tar = tarfile.open(fileobj=self._stream, mode="r|")
-        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
+            size = path.stat().st_size
+            self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+        self.total = max(size, 1)
+        if size == 0:
             self.close()
-            raise DataError(f"{path} is not a tar archive ({_one_line(e)})") from None
+            raise DataError(f"{path} is empty, not a tar archive")
+        try:
+            magic = self._raw.read(6)
+            self._raw.seek(0)
+            opener = next((op for m, op in _COMPRESSED_MAGIC.items() if magic.startswith(m)), None)
+            self._stream = opener(self._raw) if opener else self._raw
+            self._budget = _Budget(self._stream, max_total_bytes, self)
+            self._tar = tarfile.open(fileobj=self._budget, mode="r|", tarinfo=_SafeTarInfo)
+        except Exception as e:  # noqa: BLE001 - anything tarfile/gzip/bz2/lzma raise on bad bytes
+            self.close()
+            if isinstance(e, MemoryError) or (isinstance(e, DataError) and self._budget_crossed()):
+                raise
+            if isinstance(e, DataError):  # a hostile first header (see _SafeTarInfo)
+                raise DataError(f"{path} is truncated or corrupt ({_one_line(e)})") from None
+            raise DataError(f"{path} is not a tar archive ({_describe(e)})") from None
+
+    def _budget_crossed(self) -> bool:
+        budget = getattr(self, "_budget", None)
+        return budget is not None and budget.count > self.max_total_bytes
 
     def __iter__(self) -> Iterator[tuple[str, int | None, bytes | str]]:
         try:
             while (member := self._tar.next()) is not None:
                 self._tar.members.clear()  # stream mode keeps every TarInfo otherwise (~0.5 KB each)
                 self.done = self._raw.tell()
+                if self._tar.offset > self.max_total_bytes:  # its header claims more than the budget: stop now
+                    raise self._bomb(f"member {_one_line(member.name)!r} claims {member.size:,} bytes, "
+                                     "more than are left of the limit")
                 item = self._member(member)
                 if item is not None:
                     yield item
-            # Read to the end so a truncated or corrupt compressed stream is noticed.
-            while self._stream.read(1 << 16):
+            # Read to the end (within the budget) so a truncated or corrupt compressed stream is noticed.
+            while self._budget.read(TAIL_READ_BYTES):
                 pass
-        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as e:
+        except DataError as e:
+            if self._budget_crossed() or str(e).startswith(f"{self.path}: "):
+                raise
             raise DataError(f"{self.path} is truncated or corrupt ({_one_line(e)})") from None
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - tarfile raises ValueError/UnicodeError/... on malformed headers
+            raise DataError(f"{self.path} is truncated or corrupt ({_describe(e)})") from None
         self.done = self.total
 
     def _member(self, member: tarfile.TarInfo) -> tuple[str, int | None, bytes | str] | None:
@@ -277,8 +382,8 @@ class _TarScan(_Scan):
         if label is None:
             return name, None, reason
         self.found_class_folder = True
-        if member.size > MAX_MEMBER_BYTES:
-            return name, None, f"too large ({member.size} bytes > {MAX_MEMBER_BYTES} byte limit)"
+        if member.size > self.max_member_bytes:
+            return name, None, self._too_large(member.size)
         # In stream mode the tar stream sits at this member's data: read it directly
         # (``extractfile`` does the same through two more layers); ``next()`` skips the padding.
         data = self._tar.fileobj.read(member.size)
@@ -293,16 +398,20 @@ class _TarScan(_Scan):
 
 
 class _FolderScan(_Scan):
-    def __init__(self, path: Path):
-        super().__init__(path)
-        self._class_dirs = self._find_class_dirs(path)
-        self.found_class_folder = bool(self._class_dirs)
+    def __init__(self, path: Path, max_member_bytes: int, max_total_bytes: int):
+        super().__init__(path, max_member_bytes, max_total_bytes)
         self._entries: list[tuple[str, int, os.DirEntry]] = []
-        for rel, label in self._class_dirs:
-            with os.scandir(path / rel) as it:
-                self._entries.extend((f"{rel}/{e.name}", label, e) for e in it)
+        try:
+            self._class_dirs = self._find_class_dirs(path)
+            for rel, label in self._class_dirs:
+                with os.scandir(path / rel) as it:
+                    self._entries.extend((f"{rel}/{e.name}", label, e) for e in it)
+        except OSError as e:
+            raise DataError(f"cannot read folder {path}: {e.strerror or e}") from None
+        self.found_class_folder = bool(self._class_dirs)
         self._entries.sort(key=lambda t: t[0])
         self.total = max(len(self._entries), 1)
+        self._read = 0
 
     @staticmethod
     def _find_class_dirs(path: Path) -> list[tuple[str, int]]:
@@ -319,39 +428,61 @@ class _FolderScan(_Scan):
     def __iter__(self) -> Iterator[tuple[str, int | None, bytes | str]]:
         for i, (name, label, entry) in enumerate(self._entries):
             self.done = i
-            if entry.is_symlink():
-                yield name, None, "symbolic link refused"
-            elif entry.is_dir(follow_symlinks=False):
-                yield name, None, "not inside an A..J folder"
-            elif not entry.is_file(follow_symlinks=False):
-                yield name, None, "device or special file refused"
-            else:
-                size = entry.stat(follow_symlinks=False).st_size
-                if size > MAX_MEMBER_BYTES:
-                    yield name, None, f"too large ({size} bytes > {MAX_MEMBER_BYTES} byte limit)"
-                    continue
-                fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-                with os.fdopen(fd, "rb") as f:
-                    yield name, label, f.read(MAX_MEMBER_BYTES + 1)
+            try:
+                if entry.is_symlink():
+                    yield name, None, "symbolic link refused"
+                elif entry.is_dir(follow_symlinks=False):
+                    yield name, None, "not inside an A..J folder"
+                elif not entry.is_file(follow_symlinks=False):
+                    yield name, None, "device or special file refused"
+                else:
+                    yield self._read_file(name, label, entry.path)
+            except OSError as e:
+                yield name, None, _one_line(f"unreadable ({e.strerror or e})")
         self.done = self.total
 
+    def _read_file(self, name: str, label: int, path: str) -> tuple[str, int | None, bytes | str]:
+        # O_NOFOLLOW | O_NONBLOCK: a file swapped for a link or FIFO after the scan neither redirects nor blocks.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return name, None, "device or special file refused"
+            if st.st_size > self.max_member_bytes:
+                return name, None, self._too_large(st.st_size)
+            data = f.read(self.max_member_bytes + 1)
+        if len(data) > self.max_member_bytes:  # grew after the size check
+            return name, None, self._too_large(len(data))
+        self._read += len(data)
+        if self._read > self.max_total_bytes:
+            raise self._bomb("its image files hold more bytes than the limit")
+        return name, label, data
 
-def _open_source(source: str | os.PathLike) -> _Scan:
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip()
+    return _one_line(f"{type(e).__name__}: {text}" if text else type(e).__name__)
+
+
+def _open_source(
+    source: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES
+) -> _Scan:
     path = Path(source)
     if not path.exists():
         raise DataError(f"{path} does not exist")
     if path.is_dir():
-        return _FolderScan(path)
+        return _FolderScan(path, max_member_bytes, max_total_bytes)
     if not path.is_file():
         raise DataError(f"{path} is not a file or folder")
-    return _TarScan(path)
+    return _TarScan(path, max_member_bytes, max_total_bytes)
 
 
 def check_source(source: str | os.PathLike) -> None:
     """Fails fast on a bad source without reading it all.
 
     Raises:
-      DataError: the path is missing, or a file that is not a tar archive.
+      DataError: the path is missing or unreadable, or a file that is not a tar archive.
     """
     _open_source(source).close()
 
@@ -420,6 +551,9 @@ def read_images(
     workers: int | None = None,
     progress: bool = False,
     chunk_size: int = CHUNK_SIZE,
+    *,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
 ) -> Images:
     """Reads every A..J image of an archive or folder.
 
@@ -437,20 +571,33 @@ def read_images(
         process). A source that fits in one chunk is always decoded in-process.
       progress: draw a progress bar on stderr.
       chunk_size: members per work unit.
+      max_member_bytes: larger members are skipped unread ("too large").
+      max_total_bytes: cap on the uncompressed bytes read from the source
+        (decompression bombs); crossing it raises ``DataError``.
 
     Returns:
       ``Images`` (see its docstring); refused/unreadable members are in ``skipped``.
 
     Raises:
-      DataError: missing path, not a tar archive, truncated archive, no A..J folders.
-      ValueError: ``workers`` or ``chunk_size`` < 1.
+      DataError: for every problem with the source: missing or unreadable path,
+        not a tar archive, truncated or corrupt archive (whatever tarfile, gzip,
+        bz2 or lzma raise on it), no A..J folders, more than ``max_total_bytes``
+        uncompressed bytes, or an oversized tar header. Bad members never raise.
+      ValueError: ``workers``, ``chunk_size``, ``max_member_bytes`` or
+        ``max_total_bytes`` < 1 (bad arguments, not bad data).
+
+    Nothing else is raised for any content of ``source`` (short of running out
+    of memory); nothing is written anywhere.
     """
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    scan = _open_source(source)
+    if max_member_bytes < 1 or max_total_bytes < 1:
+        raise ValueError(f"max_member_bytes and max_total_bytes must be >= 1, got {max_member_bytes}, "
+                         f"{max_total_bytes}")
+    scan = _open_source(source, max_member_bytes, max_total_bytes)
     bar = ProgressBar(scan.total, f"decode {Path(source).name}") if progress else None
     pixels: list[np.ndarray] = []
     names: list[str] = []

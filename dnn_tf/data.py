@@ -21,6 +21,15 @@ source's path/size/mtime match; ``notMNIST.pickle`` when sources, sizes and seed
 match the manifest in the report) unless ``force=True``. Existing pickles are
 always loaded and validated first; a truncated or corrupt one is rebuilt.
 
+Crash safety: every file is written atomically (``dnn_tf.io``); the manifest
+that vouches for the per-class pickles is deleted before they are rewritten and
+written after them, and ``prepare_report.json`` (which vouches for
+``notMNIST.pickle``) likewise, so a run killed at any point leaves nothing that
+a rerun would take for a finished result. A run holds an exclusive lock on
+``out_dir/.prepare.lock`` (POSIX), so a second prepare on the same folder fails
+at once instead of interleaving writes, and the lock holder removes temporary
+files left behind by killed runs.
+
 Sizes: a split of size ``s`` takes ``s // 10`` images of every class, so a size
 that is not a multiple of 10 is rounded down (and logged). Two-archive mode
 (``test_source`` given, the course's): train and valid from ``train_source``
@@ -32,16 +41,23 @@ images of the smallest class count ``m`` are used per class: ``m // 10`` valid,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import pickle
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+try:  # POSIX: one prepare at a time per output folder
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 from dnn_tf import io as atomic_io
 from dnn_tf.archive import (
@@ -86,6 +102,12 @@ NUM_CLASSES = len(LETTERS)
 MERGED_PICKLE = "notMNIST.pickle"
 REPORT_JSON = "prepare_report.json"
 SOURCE_MANIFEST = "manifest.json"
+LOCK_FILE = ".prepare.lock"
+# Temporary files of dnn_tf.io.atomic_path (".<name>.<random>.tmp") that a killed run can leave behind.
+_STALE_TEMP = re.compile(
+    r"^\.(?:" + "|".join(re.escape(n) for n in ("notMNIST.pickle", "prepare_report.json", "manifest.json"))
+    + r"|[A-J]\.pickle)\.[A-Za-z0-9_]+\.tmp$"
+)
 FORMAT_VERSION = 1
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
 MAX_REPORTED_SKIPS = 10_000
@@ -107,6 +129,7 @@ SANITIZE_RULE = (
 )
 
 # What numpy arrays (protocols 2-5, numpy 1.x and 2.x) and plain containers need, nothing else.
+# ("__builtin__" and "xrange" are the names protocol 2 pickles use.)
 _ALLOWED_GLOBALS = frozenset(
     {
         ("numpy", "ndarray"),
@@ -120,14 +143,35 @@ _ALLOWED_GLOBALS = frozenset(
         ("_codecs", "encode"),  # bytes in protocol 2 pickles
         ("collections", "OrderedDict"),
     }
-    | {("builtins", n) for n in ("set", "frozenset", "bytearray", "bytes", "complex", "slice", "range")}
-    | {("__builtin__", n) for n in ("set", "frozenset", "bytearray", "complex", "slice")}
+    | {(m, n) for m in ("builtins", "__builtin__")
+       for n in ("set", "frozenset", "bytearray", "bytes", "complex", "slice", "range")}
+    | {("__builtin__", "xrange")}
 )
+# Arguments the size-taking builtins may get: data already in the pickle (so bounded by its size),
+# never a count (bytes(10**12)) or a lazy sequence (set(range(10**12))).
+_MATERIALIZED = (list, tuple, bytes, bytearray, str, set, frozenset)
+_SIZED_BUILTINS = ("set", "frozenset", "bytearray", "bytes")
+_PICKLE_ENCODINGS = ("latin1", "latin-1")  # what protocol 2 passes to _codecs.encode
 
 Log = Callable[..., Any]
 
 
 # ----------------------------------------------------------------------------- safe pickles
+
+
+class _NdarrayToken:
+    """Stands for ``numpy.ndarray`` in a pickle: real pickles only pass it to ``_reconstruct``.
+
+    Calling ``ndarray(shape, dtype)`` directly could allocate (and, for object
+    arrays, fill) any amount of memory, so the token refuses to be called.
+    """
+
+    def __init__(self, path: str):
+        self._path = path
+
+    def __call__(self, *args, **kwargs):
+        raise DataError(f"refusing to load {self._path}: it calls numpy.ndarray directly, "
+                        "which numpy's own pickles never do")
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -136,13 +180,49 @@ class _ArrayUnpickler(pickle.Unpickler):
         self._path = path
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        alias = f" (os.{name})" if module in ("posix", "nt") else ""
-        raise DataError(
-            f"refusing to load {self._path}: it references {module}.{name}{alias}, "
-            "which is not part of a numpy array or plain container"
-        )
+        if (module, name) not in _ALLOWED_GLOBALS:
+            alias = f" (os.{name})" if module in ("posix", "nt") else ""
+            raise DataError(
+                f"refusing to load {self._path}: it references {module}.{name}{alias}, "
+                "which is not part of a numpy array or plain container"
+            )
+        obj = super().find_class(module, name)
+        if name == "ndarray":
+            return _NdarrayToken(self._path)
+        if name == "_reconstruct":
+            return self._guard_reconstruct(obj)
+        if name in _SIZED_BUILTINS:
+            return self._guard_sized(obj, f"{module}.{name}")
+        if name == "encode":
+            return self._guard_encode(obj)
+        return obj
+
+    def _refuse(self, what: str) -> DataError:
+        return DataError(f"refusing to load {self._path}: {what}")
+
+    def _guard_reconstruct(self, reconstruct):
+        def guarded(subtype, shape, dtype):
+            # numpy pickles an array as _reconstruct(ndarray, (0,), b"b") + __setstate__ with the real data
+            if not isinstance(subtype, _NdarrayToken) or tuple(shape) != (0,):
+                kind = "ndarray" if isinstance(subtype, _NdarrayToken) else type(subtype).__name__
+                raise self._refuse(f"numpy _reconstruct({kind}, shape {shape!r}) is not how numpy pickles arrays")
+            return reconstruct(np.ndarray, shape, dtype)
+        return guarded
+
+    def _guard_sized(self, builtin, qualname: str):
+        def guarded(*args):
+            if len(args) > 1 or (args and not isinstance(args[0], _MATERIALIZED)):
+                kinds = ", ".join(type(a).__name__ for a in args)
+                raise self._refuse(f"{qualname}({kinds}) could allocate unbounded memory")
+            return builtin(*args)
+        return guarded
+
+    def _guard_encode(self, encode):
+        def guarded(text, encoding="utf-8", *rest):
+            if rest or not isinstance(text, str) or encoding not in _PICKLE_ENCODINGS:
+                raise self._refuse(f"_codecs.encode with encoding {encoding!r}")
+            return encode(text, encoding)
+        return guarded
 
 
 def load_pickle(path: str | os.PathLike) -> Any:
@@ -150,7 +230,11 @@ def load_pickle(path: str | os.PathLike) -> Any:
 
     A restricted ``pickle.Unpickler`` admits numpy's array/dtype/scalar
     reconstructors and a few harmless builtins; any other global (``os.system``,
-    ``subprocess.Popen``, ``builtins.eval`` ...) is refused before it is called.
+    ``subprocess.Popen``, ``builtins.eval``, ``numpy.load`` ...) is refused before
+    it is called. The admitted ones are guarded against memory bombs: arrays
+    only come from ``_reconstruct(ndarray, (0,), ...)`` plus their pickled data,
+    ``set``/``bytes``/... only take data already in the pickle (not a count or a
+    ``range``), and ``_codecs.encode`` only latin-1.
 
     Args:
       path: a ``notMNIST.pickle`` (returns the dict) or a per-class pickle (the array).
@@ -159,7 +243,8 @@ def load_pickle(path: str | os.PathLike) -> Any:
       The unpickled object.
 
     Raises:
-      DataError: missing file, truncated/corrupt pickle, or a forbidden global.
+      DataError: missing or unreadable file, truncated/corrupt pickle, a
+        forbidden global, or not enough memory for what the pickle holds.
     """
     path = os.fspath(path)
     try:
@@ -169,8 +254,10 @@ def load_pickle(path: str | os.PathLike) -> Any:
         raise
     except FileNotFoundError:
         raise DataError(f"{path} does not exist") from None
-    except MemoryError:
-        raise
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, not a pickle") from None
+    except MemoryError as e:
+        raise DataError(f"not enough memory to load {path} ({type(e).__name__}: {e})") from None
     except Exception as e:  # noqa: BLE001 - UnpicklingError, EOFError, ValueError, ... all mean "bad file"
         raise DataError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from None
 
@@ -608,13 +695,20 @@ def prepare(
       seconds per phase, decode throughput, workers, what was reused.
 
     Raises:
-      DataError: missing/bad source, no A..J folders, sizes larger than the data.
+      DataError: missing/bad source, no A..J folders, sizes larger than the data,
+        bad sizes/seed/workers, an output folder that cannot be created or
+        written, or another prepare already writing to ``out_dir``. Everything
+        that can be checked without decoding is checked first.
     """
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise DataError(f"workers must be >= 1, got {workers}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
+    for name, size in (("train_size", train_size), ("valid_size", valid_size), ("test_size", test_size)):
+        _per_class(name, size, None, lambda *_: None)  # fail fast on negative / non-integer / 1..9
     out = Path(out_dir)
     roles = {"train": os.fspath(train_source)}
     if test_source is not None:
@@ -628,7 +722,70 @@ def prepare(
         stem = archive_stem(roles["test"])
         same = os.path.abspath(roles["test"]) == os.path.abspath(roles["train"])
         stems["test"] = stem if stem != stems["train"] or same else f"{stem}-test"
+    _make_out_dir(out)
+    with _out_dir_lock(out, [out / stem for stem in stems.values()], log):
+        return _prepare_locked(roles, stems, out, train_size, valid_size, test_size, seed, workers, force,
+                               progress, log, t0, seconds)
 
+
+def _make_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output folder {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create output folder {out}: {e.strerror or e}") from None
+
+
+@contextlib.contextmanager
+def _out_dir_lock(out: Path, class_dirs: Sequence[Path], log: Log):
+    """Holds ``out/.prepare.lock`` while prepare writes to ``out``; removes temp files of killed runs.
+
+    Raises:
+      DataError: ``out`` is not writable, or another process holds the lock.
+    """
+    try:
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise DataError(f"cannot write to output folder {out}: {e.strerror or e}") from None
+    try:
+        locked = False
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                raise DataError(f"another prepare is writing to {out} (it holds {out / LOCK_FILE}); "
+                                "wait for it to finish") from None
+            except OSError:
+                pass  # a filesystem without locks: go on, but leave temp files alone
+        if locked:
+            _remove_stale_temps([out, *class_dirs], log)
+        yield
+    finally:
+        os.close(fd)  # also releases the lock (a killed process releases it too)
+
+
+def _remove_stale_temps(folders: Sequence[Path], log: Log) -> None:
+    for folder in folders:
+        try:
+            names = [n for n in os.listdir(folder) if _STALE_TEMP.match(n)]
+        except OSError:
+            continue
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.remove(folder / name)
+        if names:
+            log(f"removed {len(names)} temporary file{'s' if len(names) > 1 else ''} left in {folder} "
+                "by an interrupted run")
+
+
+def _prepare_locked(
+    roles: dict[str, str], stems: dict[str, str], out: Path, train_size: int | None, valid_size: int | None,
+    test_size: int | None, seed: int, workers: int, force: bool, progress: bool, log: Log, t0: float,
+    seconds: dict[str, float],
+) -> dict:
+    """``prepare`` after the arguments are checked and ``out`` is locked."""
     # 1. per-class pickles (course maybe_pickle)
     arrays: dict[str, list[np.ndarray]] = {}
     manifests: dict[str, dict] = {}
@@ -705,6 +862,10 @@ def prepare(
     # 5. write
     start = time.perf_counter()
     validate_dataset(data)
+    # The old report vouches for the old pickle: drop it first, so a crash between the two
+    # writes below leaves a pickle without a report (rebuilt next time), never a mismatched pair.
+    with contextlib.suppress(FileNotFoundError):
+        (out / REPORT_JSON).unlink()
     atomic_io.save_pickle(out / MERGED_PICKLE, data)
     seconds["write"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - t0

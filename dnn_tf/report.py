@@ -171,7 +171,8 @@ def describe_dataset(train_size: int, valid_size: int, test_size: int, train_sou
     sizes = f"valid {valid_size:,}, test {test_size:,}"
     course = f"the course's {COURSE_TRAIN_SIZE:,}"
     if test_source is None:
-        of = f"the {source_size:,}-image {train_source} sample" if source_size else train_source
+        kind = "" if train_source.lower().endswith("sample") else " archive"
+        of = f"the {source_size:,}-image {train_source}{kind}" if source_size else train_source
         return f"Trained on {train_size:,} images split from {of} ({sizes}), not {course}."
     test_source = _archive_name(test_source)
     text = (f"Trained on {train_size:,} images from {train_source}, validated on {valid_size:,} "

@@ -60,6 +60,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import text_format
 from tensorflow.core.framework import summary_pb2
 
 from dnn_tf import io
@@ -81,6 +82,7 @@ RNG_ALG = "philox"
 # Update the progress bar at most every this many steps (plus at log steps).
 PROGRESS_EVERY = 25
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_STATE_FILE = "checkpoint"  # CheckpointManager's index of the checkpoints in CHECKPOINT_DIR
 CHECKPOINT_MAX_TO_KEEP = 3
 HISTORY_FILE = "history.json"
 SAVED_MODEL_DIR = "saved_model"
@@ -286,10 +288,11 @@ def describe_strategy(strategy) -> tuple[str, int]:
     local = ", ".join(f"{tf.DeviceSpec.from_string(d).device_type}:{tf.DeviceSpec.from_string(d).device_index}"
                       for d in strategy.extended.worker_devices)
     n = strategy.num_replicas_in_sync
+    replicas = f"{n} replica{'s' if n != 1 else ''}"
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         resolver = strategy.cluster_resolver
-        return f"multiworker: {n} replicas, this is {resolver.task_type} {resolver.task_id} on {local}", n
-    return f"mirrored: {n} replica{'s' if n != 1 else ''} on {local}", n
+        return f"multiworker: {replicas}, this is {resolver.task_type} {resolver.task_id} on {local}", n
+    return f"mirrored: {replicas} on {local}", n
 
 
 def worker_out_dir(strategy, out_dir: str | None) -> str | None:
@@ -359,7 +362,7 @@ def learning_rate_schedule(config: TrainConfig):
     if config.decay_steps > 0:
         return tf.keras.optimizers.schedules.ExponentialDecay(
             config.learning_rate, config.decay_steps, config.decay_rate, staircase=config.staircase)
-    return config.learning_rate
+    return float(config.learning_rate)  # (Keras refuses an int)
 
 
 def learning_rate_at(schedule, step: int) -> float:
@@ -687,12 +690,53 @@ def _all_finite(model: MLP) -> bool:
     return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables)
 
 
+def _checkpoint_number(path: str) -> int:
+    return int(path.rsplit("-", 1)[1])
+
+
+def _drop_checkpoints_from(manager, step: int) -> str | None:
+    """Deletes the checkpoints of ``step`` steps or more and returns the latest one left (or None).
+
+    Checkpoint N holds the weights after N steps, the ones step N's loss is
+    computed with; when that loss is not finite, checkpoint N is no good.
+    """
+    keep = [p for p in manager.checkpoints if _checkpoint_number(p) < step]
+    drop = [p for p in manager.checkpoints if _checkpoint_number(p) >= step]
+    if not drop:
+        return manager.latest_checkpoint
+    for prefix in drop:
+        for path in tf.io.gfile.glob(prefix + ".*"):
+            tf.io.gfile.remove(path)
+    state_file = os.path.join(manager.directory, CHECKPOINT_STATE_FILE)
+    if not keep:
+        os.remove(state_file)
+        return None
+    # Rewrite the index (a CheckpointState text proto) as CheckpointManager does: names relative
+    # to the folder, with their timestamps so that a later manager still rotates them.
+    index = tf.train.get_checkpoint_state(manager.directory)
+    stamps = dict(zip(map(os.path.basename, index.all_model_checkpoint_paths), index.all_model_checkpoint_timestamps))
+    names = [os.path.basename(p) for p in keep]
+    del index.all_model_checkpoint_paths[:], index.all_model_checkpoint_timestamps[:]
+    index.model_checkpoint_path = names[-1]
+    index.all_model_checkpoint_paths.extend(names)
+    if all(n in stamps for n in names):
+        index.all_model_checkpoint_timestamps.extend(stamps[n] for n in names)
+    io.write_text(state_file, text_format.MessageToString(index))
+    return keep[-1]
+
+
 def _check_finite(state: TrainState, config: TrainConfig, manager) -> None:
-    """Raises TrainingDiverged if a step had a non-finite loss or the weights are not finite."""
+    """Raises TrainingDiverged if a step had a non-finite loss or the weights are not finite.
+
+    Checkpoints whose weights gave the non-finite loss are deleted first, so
+    every checkpoint left (and the one the message names) is a good one.
+    """
     bad = int(state.first_bad_step.numpy())
     if bad < 0 and _all_finite(state.model):
         return
-    last_good = manager.latest_checkpoint if manager is not None else None
+    last_good = None
+    if manager is not None:
+        last_good = _drop_checkpoints_from(manager, bad) if bad >= 0 else manager.latest_checkpoint
     what = (f"loss became {float(state.bad_loss.numpy())} at step {bad}" if bad >= 0
             else f"weights became non-finite by step {int(state.step.numpy()) - 1}")
     rate = learning_rate_at(state.schedule, max(bad, 0))
@@ -732,7 +776,10 @@ def _restore(config: TrainConfig, checkpoint, manager, ckpt_dir: str, log) -> tu
                              "use another out dir or train without resume")
     checkpoint.restore(latest).assert_existing_objects_matched()
     step = int(checkpoint.step.numpy())
-    history = [h for h in saved.get("history", []) if h["step"] < step]
+    # Entries logged before the checkpoint; a finished run's off-schedule final entry (step - 1)
+    # is dropped when this run goes further, so the history matches an uninterrupted run's.
+    history = [h for h in saved.get("history", []) if h["step"] < step and not (
+        h["step"] == step - 1 and step < config.steps and h["step"] % config.log_every)]
     seconds_at = {k: v for k, v in saved.get("seconds", {}).items() if int(k) <= step}
     log(f"Resumed from {latest} at step {step}")
     return step, history, seconds_at

@@ -108,7 +108,10 @@ def test_markdown_without_aggregation_and_empty_description(results):
 
 def test_describe_dataset():
     assert report.describe_dataset(6400, 800, 800, "/data/notMNIST_small.tar.gz", source_size=8000) == (
-        "Trained on 6,400 images split from the 8,000-image notMNIST_small sample "
+        "Trained on 6,400 images split from the 8,000-image notMNIST_small archive "
+        "(valid 800, test 800), not the course's 200,000.")
+    assert report.describe_dataset(6400, 800, 800, "notMNIST_sample.tar.gz", source_size=8000) == (
+        "Trained on 6,400 images split from the 8,000-image notMNIST_sample "
         "(valid 800, test 800), not the course's 200,000.")
     full = report.describe_dataset(200000, 10000, 10000, "notMNIST_large", "notMNIST_small.tar.gz")
     assert full.endswith("tested on 10,000 from notMNIST_small (the course's sizes).")

@@ -7,7 +7,9 @@ Examples::
     dnn-tf-prepare --train-archive big.tar.gz --test-archive small/ --train-size 20000 --valid-size 1000
 
 Bad input (missing file, not a tar, no A..J folders, sizes larger than the
-data) prints one line and exits with status 2.
+data, a size/worker count that is not a positive integer, a URL scheme other
+than http/https/file, an output folder that cannot be created) prints one line
+and exits with status 2.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ CANONICAL_TRAIN = "notMNIST_large.tar.gz"
 CANONICAL_TEST = "notMNIST_small.tar.gz"
 CANONICAL_NAMES = (CANONICAL_TRAIN, CANONICAL_TEST)
 DEFAULT_OUT = "data"
-_URL = re.compile(r"^(https?|file)://", re.IGNORECASE)
+# Any "scheme://": http, https and file are fetched, others are refused by download.fetch (exit 2).
+_URL = re.compile(r"^[a-z][a-z0-9+.-]+://", re.IGNORECASE)
 
 
 def _count(text: str) -> int:
@@ -59,11 +62,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--test-archive", metavar="SRC",
                    help=f"test source (default: {CANONICAL_TEST} when --train-archive is not given)")
     p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    p.add_argument("--train-size", type=_count, metavar="N", help="training images (default: 200000 with two "
+    p.add_argument("--train-size", type=_positive, metavar="N", help="training images (default: 200000 with two "
                    "archives; all that is left with one)")
-    p.add_argument("--valid-size", type=_count, metavar="N", help="validation images (default: 10000 / 10%% of one)")
-    p.add_argument("--test-size", type=_count, metavar="N", help="test images (default: 10000 / 10%% of one)")
-    p.add_argument("--seed", type=int, default=133, help="shuffling seed (default: %(default)s, the course's)")
+    p.add_argument("--valid-size", type=_positive, metavar="N",
+                   help="validation images (default: 10000 / 10%% of one)")
+    p.add_argument("--test-size", type=_positive, metavar="N", help="test images (default: 10000 / 10%% of one)")
+    p.add_argument("--seed", type=_count, default=133, help="shuffling seed (default: %(default)s, the course's)")
     p.add_argument("--workers", type=_positive, metavar="N", help="decoding processes (default: CPU count)")
     p.add_argument("--force", action="store_true", help="rebuild even if the existing pickles match the inputs")
     p.add_argument("--quiet", action="store_true", help="no progress bars or status lines (the summary is printed)")

@@ -131,12 +131,12 @@ def body(argv: Sequence[str] | None) -> int:
     if not os.path.isfile(args.data):
         raise UsageError(f"data file {args.data} not found (build it with dnn-tf-prepare)")
 
-    from dnn_tf.data import load_pickle  # heavy imports only once the arguments are good
-    from dnn_tf.train import TrainingDiverged, train_and_evaluate
+    from dnn_tf.data import load_pickle
 
     data = load_pickle(args.data)
     if not isinstance(data, dict):
         raise UsageError(f"{args.data} does not hold a dataset dict (is it a per-class pickle?)")
+    from dnn_tf.train import TrainingDiverged, train_and_evaluate  # TensorFlow only once the inputs are good
     log = (lambda line: None) if args.quiet else print
     try:
         result = train_and_evaluate(config, data, out_dir=out_dir, resume=args.resume, log=log,
