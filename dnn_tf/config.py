@@ -153,19 +153,35 @@ def parse_value(config: TrainConfig, key: str, text: str) -> Any:
 # The course's learning rate for SGD on notMNIST.
 _COURSE_LR = 0.5
 _COURSE_STEPS = 3001
+# Values the course leaves open, chosen on validation accuracy (mean of seeds 0, 1, 2 on the
+# 8,000-image sample; scripts/tune_deep.py): a smaller start and a decaying rate for SGD.
+# chosen on validation (logreg_sgd, stddev 0.01): lr 0.2 decayed 89.7 vs 0.5 decayed 89.2, 0.5 constant 88.1,
+# 0.1 constant 89.4, 0.05 constant 89.5.
+_TUNED_LR = 0.2
+_TUNED_DECAY_STEPS = 1000  # halve the rate every 1,000 steps (ExponentialDecay, continuous)
+_TUNED_DECAY_RATE = 0.5
+_LOGREG_INIT_STDDEV = 0.01  # chosen on validation: 88.1 vs 86.0 (course's 1.0), constant lr 0.5
 
 PRESETS: Mapping[str, TrainConfig] = {
     # Assignment 2: logistic regression, full-batch gradient descent on 10,000 examples.
     "logreg_gd": TrainConfig(name="logreg_gd", train_subset=10000, batch_size=None,
                              learning_rate=_COURSE_LR, steps=801, log_every=100),
     # Assignment 2: logistic regression, SGD with minibatches of 128.
-    "logreg_sgd": TrainConfig(name="logreg_sgd", learning_rate=_COURSE_LR, steps=_COURSE_STEPS),
+    # chosen on validation: 89.7 vs 86.0 (course's stddev 1.0, constant lr 0.5).
+    "logreg_sgd": TrainConfig(name="logreg_sgd", init_stddev=_LOGREG_INIT_STDDEV, learning_rate=_TUNED_LR,
+                              decay_steps=_TUNED_DECAY_STEPS, decay_rate=_TUNED_DECAY_RATE,
+                              steps=_COURSE_STEPS),
     # Assignment 2: one hidden layer of 1,024 ReLUs.
-    "relu1024": TrainConfig(name="relu1024", hidden_sizes=(1024,), learning_rate=_COURSE_LR,
-                            steps=_COURSE_STEPS),
+    # init "he" chosen on validation: 90.6 vs 89.4 (course's stddev 1.0), 90.3 (stddev 0.1);
+    # lr 0.2 halved every 1,000 steps: 90.7 vs 90.6 (constant 0.5).
+    "relu1024": TrainConfig(name="relu1024", hidden_sizes=(1024,), init="he", learning_rate=_TUNED_LR,
+                            decay_steps=_TUNED_DECAY_STEPS, decay_rate=_TUNED_DECAY_RATE, steps=_COURSE_STEPS),
     # Assignment 3, problem 1: L2 regularization (beta tuned on validation).
-    "logreg_l2": TrainConfig(name="logreg_l2", l2_beta=1e-3, learning_rate=_COURSE_LR,
-                             steps=_COURSE_STEPS),
+    # logreg_sgd + L2. beta chosen on validation: 1e-3 89.7 vs 1e-4 89.6, 3e-4 89.6, 3e-3 89.5,
+    # 1e-2 89.3 (with the course's stddev 1.0 and lr 0.5, L2 matters more: 3e-3 89.1 vs 0 86.0).
+    "logreg_l2": TrainConfig(name="logreg_l2", l2_beta=1e-3, init_stddev=_LOGREG_INIT_STDDEV,
+                             learning_rate=_TUNED_LR, decay_steps=_TUNED_DECAY_STEPS,
+                             decay_rate=_TUNED_DECAY_RATE, steps=_COURSE_STEPS),
     "relu1024_l2": TrainConfig(name="relu1024_l2", hidden_sizes=(1024,), l2_beta=1e-3,
                                learning_rate=_COURSE_LR, steps=_COURSE_STEPS),
     # Assignment 3, problem 2: training restricted to a few batches -> overfitting.

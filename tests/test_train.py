@@ -347,8 +347,8 @@ def test_other_optimizers_learn(data, optimizer):
 
 
 def test_bad_inputs_raise_value_error(data):
-    with pytest.raises(ValueError, match="not implemented yet"):
-        train.train_and_evaluate(small(strategy="mirrored"), data, **QUIET)
+    with pytest.raises(ValueError, match="xla is not supported with strategy 'mirrored'"):
+        train.train_and_evaluate(small(strategy="mirrored", xla=True), data, **QUIET)
     with pytest.raises(ValueError, match="test_labels"):
         train.train_and_evaluate(small(), {k: v for k, v in data.items() if k != "test_labels"}, **QUIET)
     with pytest.raises(ValueError, match="larger than the training set"):
