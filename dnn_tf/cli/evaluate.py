@@ -102,9 +102,11 @@ def body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size <= 0:
         raise UsageError(f"--batch-size must be > 0, got {args.batch_size}")
-    for flag, path in (("--model", args.model), ("--images", args.images)):
-        if not os.path.exists(path):  # checked before TensorFlow is imported: fast, quiet errors
-            raise UsageError(f"{flag} {path} not found")
+    # Checked before TensorFlow is imported: fast errors without its start-up log lines.
+    if not os.path.exists(args.model):
+        raise UsageError(f"no SavedModel in {args.model}")
+    if not os.path.exists(args.images):
+        raise UsageError(f"{args.images} does not exist")
     from dnn_tf.train import predict, resolve_saved_model
 
     model_dir = resolve_saved_model(args.model)  # FileNotFoundError -> exit 2
