@@ -248,21 +248,23 @@ def render(result: dict) -> str:
 def plot(result: dict, path) -> None:
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for net in dict.fromkeys(r["net"] for r in result["rows"]):
+    for i, net in enumerate(dict.fromkeys(r["net"] for r in result["rows"])):
+        color = f"C{i}"
         rs = [r for r in result["rows"] if r["net"] == net]
         b = [r["batch"] for r in rs]
-        axes[0].plot(b, [r["time_ratio"] for r in rs], "o-", label=f"{net} measured")
-        axes[0].plot(b, [r["flop_ratio"] for r in rs], "--", label=f"{net} FLOP count")
-        axes[1].plot(b, [r["analytic_ratio"] for r in rs], "o-", label=f"{net} analytic")
-        mr = [(r["batch"], r["measured_memory_ratio"]) for r in rs if r["measured_memory_ratio"] is not None]
+        axes[0].plot(b, [r["time_ratio"] for r in rs], "o-", color=color, label=f"{net} measured")
+        axes[0].plot(b, [r["flop_ratio"] for r in rs], "--", color=color, label=f"{net} FLOP count")
+        axes[1].plot(b, [r["analytic_total_ratio"] for r in rs], "o-", color=color, label=f"{net} analytic")
+        mr = [(r["batch"], r["measured_total_ratio"]) for r in rs if r["measured_total_ratio"] is not None]
         if mr:
-            axes[1].plot(*zip(*mr), "x:", label=f"{net} measured (TF allocator)")
+            axes[1].plot(*zip(*mr), "x:", color=color, ms=9, label=f"{net} measured (TF allocator)")
     for ax, what in zip(axes, ("time", "memory")):
         ax.axhline(CLAIM_STEP_RATIO, color="gray", lw=0.8)
         ax.axhline(1 + CLAIM_BACKWARD_RATIO, color="gray", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
-        ax.set_ylabel(f"{what}: (forward + backward + update) / forward")
+        ax.set_ylabel(f"{what}: (forward + backward + update) / forward"
+                      + (" (weights included)" if what == "memory" else ""))
         ax.legend(fontsize=7)
     axes[0].set_title("compute")
     axes[1].set_title("memory")
@@ -293,7 +295,10 @@ def main(argv=None) -> int:
                 "analytic_ratio": an["train_step"] / an["forward"],
                 "weights_mib": an["weights"] / common.MIB,
                 "total_memory_ratio": ((an["weights"] + (ms if ms is not None else an["train_step"]))
-                                       / (an["weights"] + (mf if mf is not None else an["forward"])))})
+                                       / (an["weights"] + (mf if mf is not None else an["forward"]))),
+                "analytic_total_ratio": (an["weights"] + an["train_step"]) / (an["weights"] + an["forward"]),
+                "measured_total_ratio": ((an["weights"] + ms) / (an["weights"] + mf)
+                                         if mf and ms is not None and mf >= MIN_MEASURED_BYTES else None)})
     device = rows[0]["memory_device"]
     result = {"benchmark": STEM, "machine": machine, "machine_end": common.machine(), "tiny": bool(args.tiny),
               "repeats": repeats, "rows": rows, "seconds": time.perf_counter() - start,

@@ -33,7 +33,7 @@ IMAGE_PIXELS = 784
 NUM_CLASSES = 10
 MATCH_TOLERANCE = 0.02
 FAMILIES = {"wide": 1, "deep2": 2, "deep3": 3}
-FULL = {"anchors": (256, 512, 1024), "seeds": (0, 1, 2), "steps": 1200}
+FULL = {"anchors": (256, 512, 1024), "seeds": (0, 1, 2), "steps": 1000}
 TINY = {"anchors": (64,), "seeds": (0,), "steps": 40}
 GENERATED_PER_CLASS = {"full": (500, 80, 80), "tiny": (30, 10, 10)}  # train / valid / test glyphs per letter
 TRAINING = dict(init="he", optimizer="momentum", learning_rate=0.05, momentum=0.9, decay_rate=0.5,
@@ -224,7 +224,7 @@ def render(result: dict) -> str:
 def main(argv=None) -> int:
     p = common.parser(PROG, __doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=None, help="seeds per net (default 3; --tiny: 1)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per net (default 1200; --tiny: 40)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per net (default 1000; --tiny: 40)")
     args = p.parse_args(argv)
     sizes = TINY if args.tiny else FULL
     seeds = tuple(range(args.seeds)) if args.seeds else sizes["seeds"]

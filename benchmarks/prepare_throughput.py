@@ -55,8 +55,8 @@ TARGET_LARGE_SECONDS = 90.0
 TARGET_MEMORY_OVERHEAD = 0.30  # peak - import baseline - arrays <= 30% of the arrays
 TARGET_DEDUP_SECONDS = 10.0
 SEED = 0
-# The course baseline takes ~70 s on 100,000 PNGs: one round of it, three of ours.
-FULL = {"synthetic": 100_000, "dedup": (200_000, 10_000, 10_000), "planted": 500, "rounds_large": 3,
+# The course baseline takes 30-70 s on 100,000 PNGs (2 shared cores): two rounds of everything.
+FULL = {"synthetic": 100_000, "dedup": (200_000, 10_000, 10_000), "planted": 500, "rounds_large": 2,
         "course_rounds_large": 2, "rounds_sample": 3}
 TINY = {"synthetic": 3_000, "dedup": (20_000, 1_000, 1_000), "planted": 50, "rounds_large": 1,
         "course_rounds_large": 1, "rounds_sample": 1}

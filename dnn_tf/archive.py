@@ -651,11 +651,20 @@ def read_images(
         bar.close(len(names) + len(skipped))
 
     order = sorted(range(len(names)), key=names.__getitem__)
-    raw = np.concatenate(pixels) if pixels else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    pixels.clear()
     index = np.asarray(order, dtype=np.int64)
+    # Normalize chunk by chunk straight into the sorted float32 array: no concatenated uint8 copy,
+    # and each decoded chunk is freed as soon as it is written (peak ~ the float32 result).
+    position = np.empty_like(index)
+    position[index] = np.arange(len(index))
+    images = np.empty((len(index), IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    start = 0
+    pixels.reverse()
+    while pixels:
+        chunk = pixels.pop()
+        images[position[start:start + len(chunk)]] = normalize(chunk)
+        start += len(chunk)
     return Images(
-        images=normalize(raw[index]),
+        images=images,
         labels=np.asarray(labels, dtype=np.int32)[index] if labels else np.zeros(0, np.int32),
         names=[names[i] for i in order],
         skipped=sorted(skipped),
