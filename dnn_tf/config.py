@@ -182,18 +182,26 @@ PRESETS: Mapping[str, TrainConfig] = {
     "logreg_l2": TrainConfig(name="logreg_l2", l2_beta=1e-3, init_stddev=_LOGREG_INIT_STDDEV,
                              learning_rate=_TUNED_LR, decay_steps=_TUNED_DECAY_STEPS,
                              decay_rate=_TUNED_DECAY_RATE, steps=_COURSE_STEPS),
-    "relu1024_l2": TrainConfig(name="relu1024_l2", hidden_sizes=(1024,), l2_beta=1e-3,
-                               learning_rate=_COURSE_LR, steps=_COURSE_STEPS),
+    # relu1024 + L2. beta chosen on validation: 3e-3 90.8 vs 1e-3 90.8, 3e-4 90.8, 1e-2 90.7
+    # (all within one seed's spread; relu1024 without L2: 90.7).
+    "relu1024_l2": TrainConfig(name="relu1024_l2", hidden_sizes=(1024,), init="he", l2_beta=3e-3,
+                               learning_rate=_TUNED_LR, decay_steps=_TUNED_DECAY_STEPS,
+                               decay_rate=_TUNED_DECAY_RATE, steps=_COURSE_STEPS),
     # Assignment 3, problem 2: training restricted to a few batches -> overfitting.
     "overfit_small": TrainConfig(name="overfit_small", hidden_sizes=(1024,), train_subset=3 * 128,
                                  learning_rate=_COURSE_LR, steps=_COURSE_STEPS),
     # Assignment 3, problem 3: dropout on the hidden layer.
-    "relu1024_dropout": TrainConfig(name="relu1024_dropout", hidden_sizes=(1024,), dropout_rate=0.5,
-                                    learning_rate=_COURSE_LR, steps=_COURSE_STEPS),
+    # relu1024 + dropout. rate chosen on validation: 0.5 91.1 vs 0.3 90.7 (no dropout: 90.7).
+    "relu1024_dropout": TrainConfig(name="relu1024_dropout", hidden_sizes=(1024,), init="he", dropout_rate=0.5,
+                                    learning_rate=_TUNED_LR, decay_steps=_TUNED_DECAY_STEPS,
+                                    decay_rate=_TUNED_DECAY_RATE, steps=_COURSE_STEPS),
     # Assignment 3, problem 4: our best model (tuned on validation only).
+    # Chosen on validation (seeds 0,1,2; scripts/tune_deep.py): Adam 1e-3 decayed x0.7 every 500
+    # steps 92.6 vs momentum SGD 92.1; 3,001 steps 92.6 vs 6,001 92.4; 1-pixel jitter 92.1 vs none
+    # 91.9 and 2 pixels 91.9 (one seed); dropout 0.3 vs 0.5 91.8 (one seed); (2048, 1024) 92.1.
     "deep": TrainConfig(name="deep", hidden_sizes=(1024, 512, 256), init="he", dropout_rate=0.3,
-                        l2_beta=1e-5, optimizer="momentum", learning_rate=0.05, momentum=0.9,
-                        decay_steps=1000, decay_rate=0.7, steps=6001, log_every=500, max_shift=1),
+                        l2_beta=1e-5, optimizer="adam", learning_rate=1e-3,
+                        decay_steps=500, decay_rate=0.7, steps=_COURSE_STEPS, log_every=500, max_shift=1),
 }
 
 PRESET_ORDER = tuple(PRESETS)
