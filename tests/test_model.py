@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dnn_tf.backprop import numpy_backprop
 from dnn_tf.model import (MLP, TRUNCATED_NORMAL_STD, accuracy, flops_per_example, l2_penalty,
                           softmax_cross_entropy)
 
@@ -24,33 +25,6 @@ def _batch(n=32, size=784, seed=0, classes=10):
 
 # ---------------------------------------------------------------- gradients
 
-def _numpy_backprop(weights, biases, x, y, beta, relu_grad=lambda z: (z > 0).astype(np.float64)):
-    """Loss gradients by the chain rule in float64: softmax cross-entropy + ReLU + L2."""
-    ws = [w.astype(np.float64) for w in weights]
-    bs = [b.astype(np.float64) for b in biases]
-    a = [x.astype(np.float64)]
-    zs = []
-    for i, (w, b) in enumerate(zip(ws, bs)):
-        z = a[-1] @ w + b
-        zs.append(z)
-        if i < len(ws) - 1:
-            a.append(np.maximum(z, 0.0))
-    logits = zs[-1]
-    n = x.shape[0]
-    shifted = logits - logits.max(1, keepdims=True)
-    p = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)
-    onehot = np.eye(logits.shape[1])[y]
-    loss = -np.mean(np.sum(onehot * np.log(p), 1)) + beta * sum(0.5 * np.sum(w ** 2) for w in ws)
-    dz = (p - onehot) / n
-    dws, dbs = [None] * len(ws), [None] * len(ws)
-    for i in reversed(range(len(ws))):
-        dws[i] = a[i].T @ dz + beta * ws[i]
-        dbs[i] = dz.sum(0)
-        if i > 0:
-            dz = (dz @ ws[i].T) * relu_grad(zs[i - 1])
-    return loss, dws, dbs
-
-
 def _tape_gradients(model, x, y, beta):
     with tf.GradientTape() as tape:
         loss = softmax_cross_entropy(model(x), y) + l2_penalty(model, beta)
@@ -64,7 +38,7 @@ def _max_rel_diff(a_list, b_list):
     return max(np.max(np.abs(a - b)) for a, b in zip(a_list, b_list)) / scale
 
 
-def test_gradients_match_numpy_backprop():
+def test_gradients_matchnumpy_backprop():
     model = MLP(hidden_sizes=(7, 5), init="he", seed=3)
     x, y = _batch()
     beta = 1e-2
@@ -75,7 +49,7 @@ def test_gradients_match_numpy_backprop():
         b.assign(np.linspace(-0.3, 0.3, b.shape[0]).astype(np.float32) * (i + 1))
         biases[i] = b.numpy()
     loss, dws, dbs = _tape_gradients(model, x, y, beta)
-    ref_loss, ref_dws, ref_dbs = _numpy_backprop(weights, biases, x, y, beta)
+    ref_loss, ref_dws, ref_dbs = numpy_backprop(weights, biases, x, y, beta)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     for got, ref in zip(dws, ref_dws):
         assert got.shape == ref.shape
@@ -83,10 +57,10 @@ def test_gradients_match_numpy_backprop():
     assert _max_rel_diff(dbs, ref_dbs) <= GRAD_RTOL
     # Some ReLUs are off, so the check is sensitive to the ReLU derivative: a wrong one
     # (1 everywhere) is far outside the tolerance.
-    _, bad_dws, bad_dbs = _numpy_backprop(weights, biases, x, y, beta, relu_grad=np.ones_like)
+    _, bad_dws, bad_dbs = numpy_backprop(weights, biases, x, y, beta, relu_grad=np.ones_like)
     assert _max_rel_diff(dws, bad_dws) > 100 * GRAD_RTOL
     # ...and to the L2 term: leaving it out is also detected.
-    _, no_l2_dws, _ = _numpy_backprop(weights, biases, x, y, 0.0)
+    _, no_l2_dws, _ = numpy_backprop(weights, biases, x, y, 0.0)
     assert _max_rel_diff(dws, no_l2_dws) > 100 * GRAD_RTOL
 
 
@@ -94,7 +68,7 @@ def test_logistic_regression_gradient_matches_numpy():
     model = MLP(hidden_sizes=(), seed=1, init_stddev=0.1)
     x, y = _batch(n=20, seed=1)
     loss, dws, dbs = _tape_gradients(model, x, y, 0.5)
-    ref_loss, ref_dws, ref_dbs = _numpy_backprop([w.numpy() for w in model.weights],
+    ref_loss, ref_dws, ref_dbs = numpy_backprop([w.numpy() for w in model.weights],
                                                  [b.numpy() for b in model.biases], x, y, 0.5)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     assert _max_rel_diff(dws, ref_dws) <= GRAD_RTOL
@@ -339,3 +313,20 @@ def test_flops_per_example_hand_count():
         flops_per_example((784,))
     with pytest.raises(ValueError):
         flops_per_example((784, 0, 10))
+
+
+def test_chain_rule_script_prints_matching_gradients(capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "scripts" / "chain_rule.py"
+    spec = importlib.util.spec_from_file_location("chain_rule", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--hidden", "6", "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("W", "b"))]
+    assert [r.split()[0] for r in rows] == ["W0", "W1", "b0", "b1"]
+    assert all(float(r.split()[-1]) < 1e-5 for r in rows)
+    assert "[0. 0. 1. 1.]" in out
+    assert script.main(["--batch", "0"]) == 2
