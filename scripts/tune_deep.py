@@ -166,9 +166,9 @@ def _body(argv: Sequence[str] | None) -> int:
             print(f"{name}: {start} {_diff(config, get_preset(start))}")
         return 0
     from dnn_tf.data import load_pickle
-    from dnn_tf.train import train_and_evaluate  # imports TensorFlow
 
-    data = load_pickle(args.data)
+    data = load_pickle(args.data)  # before importing TensorFlow: a bad path fails fast
+    from dnn_tf.train import train_and_evaluate
     rows: list[dict] = []
     if args.resume and os.path.exists(args.out):
         import json
