@@ -103,7 +103,7 @@ def synthetic_data(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
 # Each make_* returns run() -> seconds of `steps` steady-state steps (set-up excluded).
 
 
-def ours_config(hidden: Sequence[int], batch: int, spc: int = 1, xla: bool | None = None):
+def ours_config(hidden: Sequence[int], batch: int, spc: int | None = None, xla: bool | None = None):
     """The relu1024 preset (its steps_per_call / xla defaults unless given) on this net and batch."""
     base = get_preset("relu1024")
     return base.replace(name="throughput", hidden_sizes=tuple(hidden), batch_size=batch, init="he",
