@@ -7,6 +7,8 @@
 * ``make_fixture_folder(path, ...)``: the same files extracted into a folder.
 * ``make_dataset(...)``: a ready dict with the course keys (what
   ``notMNIST.pickle`` holds), for training/report tests.
+* ``make_stripes_dataset(...)``: course keys holding float "stripe" images that
+  a tiny net learns in a few steps, for training-loop tests.
 
 Everything is deterministic in ``seed`` and fast (``per_class=20`` builds in
 well under a second).
@@ -328,3 +330,26 @@ def make_dataset(
 def _key_order(key: str) -> tuple[int, str]:
     order = ("train_dataset", "train_labels", "valid_dataset", "valid_labels", "test_dataset", "test_labels")
     return (order.index(key), key) if key in order else (len(order), key)
+
+
+def stripes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class c = a brighter band on rows 2c..2c+1, plus noise: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.int32)
+    images = rng.normal(-0.3, 0.2, (n, 28, 28)).astype(np.float32)
+    for row in (0, 1):
+        images[np.arange(n), 2 * labels + row, :] += 1.5
+    return images, labels
+
+
+def make_stripes_dataset(n_train: int = 640, n_eval: int = 200, sanitized: bool = False,
+                         seed: int = 0) -> dict[str, np.ndarray]:
+    """Course keys filled with ``stripes``; ``sanitized`` adds the first half of valid/test as the sanitized keys."""
+    data = {}
+    for i, (split, n) in enumerate([("train", n_train), ("valid", n_eval), ("test", n_eval)]):
+        data[f"{split}_dataset"], data[f"{split}_labels"] = stripes(n, seed * 10 + i)
+    if sanitized:
+        for split in ("valid", "test"):
+            data[f"{split}_dataset_sanitized"] = data[f"{split}_dataset"][: n_eval // 2]
+            data[f"{split}_labels_sanitized"] = data[f"{split}_labels"][: n_eval // 2]
+    return data

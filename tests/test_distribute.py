@@ -22,6 +22,7 @@ import pytest
 from dnn_tf import io, train
 from dnn_tf.cli import train as train_cli
 from dnn_tf.config import TrainConfig
+from fixtures import make_stripes_dataset as make_data
 
 SUBPROCESS_TIMEOUT = 120  # seconds; a healthy run takes 5-20 s on 2 busy cores
 LOSS_RTOL = 1e-4  # mirrored vs default: the same math, summed in another order
@@ -45,23 +46,6 @@ def run(config, **kwargs):
 def losses(result):
     return [h["loss"] for h in result.history]
 """
-
-
-def stripes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class c = a bright band on rows 2c, 2c+1, plus noise: learnable in a few dozen steps."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.int32)
-    images = rng.normal(-0.3, 0.2, (n, 28, 28)).astype(np.float32)
-    for row in (0, 1):
-        images[np.arange(n), 2 * labels + row, :] += 1.5
-    return images, labels
-
-
-def make_data(n_train: int = 640, n_eval: int = 200) -> dict[str, np.ndarray]:
-    data = {}
-    for i, (split, n) in enumerate([("train", n_train), ("valid", n_eval), ("test", n_eval)]):
-        data[f"{split}_dataset"], data[f"{split}_labels"] = stripes(n, i)
-    return data
 
 
 @pytest.fixture(scope="module")

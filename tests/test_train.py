@@ -14,32 +14,12 @@ import tensorflow as tf
 from dnn_tf import train
 from dnn_tf.config import TrainConfig
 from dnn_tf.model import MLP
+from fixtures import make_stripes_dataset as make_data
 
 QUIET = dict(log=lambda line: None, progress=False)
 HISTORY_METRICS = ("step", "loss", "minibatch_accuracy", "valid_accuracy", "learning_rate")
 RESULT_KEYS = {"config", "history", "valid_accuracy", "test_accuracy", "valid_sanitized_accuracy",
                "test_sanitized_accuracy", "steps", "seconds", "device"}
-
-
-def stripes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class c = a brighter band on rows 2c..2c+1, plus noise: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.int32)
-    images = rng.normal(-0.3, 0.2, (n, 28, 28)).astype(np.float32)
-    for row in (0, 1):
-        images[np.arange(n), 2 * labels + row, :] += 1.5
-    return images, labels
-
-
-def make_data(n_train=640, n_eval=200, sanitized=False, seed=0) -> dict[str, np.ndarray]:
-    data = {}
-    for i, (split, n) in enumerate([("train", n_train), ("valid", n_eval), ("test", n_eval)]):
-        data[f"{split}_dataset"], data[f"{split}_labels"] = stripes(n, seed * 10 + i)
-    if sanitized:
-        for split in ("valid", "test"):
-            data[f"{split}_dataset_sanitized"] = data[f"{split}_dataset"][: n_eval // 2]
-            data[f"{split}_labels_sanitized"] = data[f"{split}_labels"][: n_eval // 2]
-    return data
 
 
 @pytest.fixture(scope="module")
