@@ -172,6 +172,27 @@ def write_results(out_dir: str | os.PathLike, stem: str, markdown: str, data: Ma
     return [md_path, json_path]
 
 
+def publish(out_dir: str | os.PathLike, stem: str, result: Mapping[str, Any], markdown: str,
+            notes: Sequence[str] = ()) -> int:
+    """Writes ``stem.md``/``stem.json``, prints the table, ``notes``, then ``result["key_lines"]`` last.
+
+    Returns:
+      0, the benchmark's exit status.
+    """
+    write_results(out_dir, stem, markdown, result)
+    print(markdown)
+    for line in (*notes, *result["key_lines"]):
+        print(line)
+    return 0
+
+
+def cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
+    """Runs a benchmark's ``main`` with the package's one-line errors and exit 2."""
+    from dnn_tf.cli import run
+
+    return run(main, argv, prog)
+
+
 def save_figure(fig, path: str | os.PathLike) -> Path:
     """Saves a matplotlib figure as PNG atomically and closes it."""
     import matplotlib.pyplot as plt

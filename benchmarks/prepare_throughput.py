@@ -400,17 +400,11 @@ def main(argv=None) -> int:
         common.ratio_line("prepare_ours/course", big["ratio_vs_course"]),
     ]
     markdown = render(result)
-    common.write_results(args.out, STEM, markdown, result)
-    print(markdown)
-    for line in result["key_lines"]:
-        print(line)
-    return 0
+    return common.publish(args.out, STEM, result, markdown)
 
 
 def cli(argv=None) -> int:
-    from dnn_tf.cli import run
-
-    return run(main, argv, PROG)
+    return common.cli(main, argv, PROG)
 
 
 if __name__ == "__main__":

@@ -157,9 +157,7 @@ def main(argv=None) -> int:
 
 
 def cli(argv=None) -> int:
-    from dnn_tf.cli import run
-
-    return run(main, argv, PROG)
+    return common.cli(main, argv, PROG)
 
 
 if __name__ == "__main__":

@@ -514,19 +514,13 @@ def main(argv=None) -> int:
     key_lines += [common.ratio_line(k, v) for k, v in ratios.items()]
     result["key_lines"] = key_lines
     markdown = render(result)
-    common.write_results(args.out, STEM, markdown, result)
-    print(markdown)
-    print(f"best ours variant at the headline: {best_variant} "
-          f"({result['best_variant_ratios']['ours/limit']:.2f}x limit)")
-    for line in key_lines:
-        print(line)
-    return 0
+    return common.publish(args.out, STEM, result, markdown,
+                          notes=[f"best ours variant at the headline: {best_variant} "
+                                 f"({result['best_variant_ratios']['ours/limit']:.2f}x limit)"])
 
 
 def cli(argv=None) -> int:
-    from dnn_tf.cli import run
-
-    return run(main, argv, PROG)
+    return common.cli(main, argv, PROG)
 
 
 if __name__ == "__main__":
