@@ -38,8 +38,8 @@ INPUT_SIZE = 28 * 28
 NUM_CLASSES = 10
 
 ACCURACY_KEYS = ("valid", "test", "test_sanitized")
-ROW_COLUMNS = ("preset", "course_test", "valid", "test", "test_sanitized", "steps", "seconds",
-               "device", "seed", "dataset")
+ROW_COLUMNS = ("preset", "course_test", "valid", "test", "test_sanitized", "train_examples", "train_on_valid",
+               "steps", "seconds", "device", "seed", "dataset")
 MISSING = "—"
 JSON_SCHEMA_VERSION = 1
 
@@ -50,6 +50,7 @@ _TABLE = (
     ("Valid %", "valid", "pct"),
     ("Test %", "test", "pct"),
     ("Test (sanitized) %", "test_sanitized", "pct"),
+    ("Train images", "train_examples", "int"),
     ("Steps", "steps", "int"),
     ("Time (s)", "seconds", "secs"),
     ("Device", "device", "text"),
@@ -78,12 +79,15 @@ def results_rows(results: Iterable[Mapping[str, Any]], dataset: str) -> list[dic
     Args:
       results: ``TrainResult.to_dict()``-shaped dicts: ``config`` (dict with at least ``name``;
         ``seed`` and ``steps`` used when present), ``valid_accuracy``, ``test_accuracy``,
-        ``test_sanitized_accuracy`` (may be None/absent), ``steps``, ``seconds``, ``device``.
+        ``test_sanitized_accuracy`` (may be None/absent), ``train_examples`` (may be absent),
+        ``steps``, ``seconds``, ``device``. A run with ``config.train_on_valid`` trained on the
+        validation set: its row has no validation accuracy.
       dataset: a short tag of the data the runs used (e.g. ``"notMNIST_small"``).
 
     Returns:
       Dicts with the keys ``ROW_COLUMNS``: preset, course_test (published figure or None),
-      valid, test, test_sanitized (percentages or None), steps, seconds, device, seed, dataset.
+      valid, test, test_sanitized (percentages or None), train_examples, train_on_valid, steps,
+      seconds, device, seed, dataset.
 
     Raises:
       ValueError: a result without ``config.name`` or with a non-numeric accuracy.
@@ -98,13 +102,17 @@ def results_rows(results: Iterable[Mapping[str, Any]], dataset: str) -> list[dic
         name = str(config["name"])
         steps = result.get("steps", config.get("steps"))
         seed = config.get("seed")
+        held_out = not config.get("train_on_valid")
+        examples = result.get("train_examples")
         rows.append({
             "preset": name,
             "course_test": course_figure(name),
-            "valid": _number(result.get("valid_accuracy"), f"{name}: valid_accuracy"),
+            "valid": _number(result.get("valid_accuracy"), f"{name}: valid_accuracy") if held_out else None,
             "test": _number(result.get("test_accuracy"), f"{name}: test_accuracy"),
             "test_sanitized": _number(result.get("test_sanitized_accuracy"),
                                       f"{name}: test_sanitized_accuracy"),
+            "train_examples": None if examples is None else int(examples),
+            "train_on_valid": not held_out,
             "steps": None if steps is None else int(steps),
             "seconds": _number(result.get("seconds"), f"{name}: seconds"),
             "device": result.get("device"),
@@ -242,6 +250,11 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], dataset_description: str
                          f"valid {_pm(entry['valid'])}; test {_pm(entry['test'])}; "
                          f"test sanitized {_pm(entry['test_sanitized'])}{course_text}")
     presets = list(dict.fromkeys(row["preset"] for row in rows))
+    refits = list(dict.fromkeys(row["preset"] for row in rows if row.get("train_on_valid")))
+    if refits:
+        lines += [""] + [f"- **{p}** trained on the training and the validation images together (a refit after "
+                         "choosing on validation): its validation accuracy is not a held-out measure and is "
+                         "left out." for p in refits]
     notes = [p for p in presets if p in COURSE_NOTES]
     if notes:
         lines += ["", "Course figures:", ""]

@@ -16,10 +16,11 @@ Every random choice is a stateless function of ``(config.seed, step)``:
 So a resumed run follows the same trajectory as an uninterrupted one, and two
 runs with the same seed on the same CPU give identical metrics.
 
-Input jitter (``config.max_shift > 0``) shifts each training image by a random
-whole number of pixels in ``[-max_shift, max_shift]`` along x and y; the pixels
-shifted in are ``BACKGROUND`` = -0.5, the normalized value of a 0 pixel
-(``archive.normalize``: ``(0 - 127.5) / 255``), i.e. empty glyph background.
+Input jitter (``jitter``, module ``augment``): with ``config.distorts`` each
+training image gets a random affine map (rotation, scale, shear), then with
+``config.max_shift > 0`` a random whole-pixel shift in ``[-max_shift, max_shift]``
+along x and y; pixels brought in from outside are ``augment.BACKGROUND`` = -0.5,
+the normalized value of a 0 pixel, i.e. empty glyph background.
 
 Conventions (the course's): the loss and minibatch accuracy logged at step N
 are those of the minibatch of step N before its update; the validation
@@ -63,22 +64,21 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.framework import summary_pb2
 
+from dnn_tf import augment
 from dnn_tf import io
 from dnn_tf.config import TrainConfig
 from dnn_tf.model import MLP, l2_penalty, softmax_cross_entropy
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
-# normalize(0) = (0 - 127.5) / 255: the background value padded in by the jitter.
-BACKGROUND = -0.5
 # Examples per forward pass when evaluating / predicting.
 EVAL_BATCH = 10000
 # Random streams: seed (config.seed, NUM_STREAMS * counter + stream).
 NUM_STREAMS = 4
 SHUFFLE_STREAM, DROPOUT_STREAM, JITTER_STREAM = 0, 1, 2
-# The same random numbers on CPU and GPU. (XLA-compiled steps draw different, equally
-# deterministic numbers: its Philox is not bit-identical to the TF kernels'.)
-RNG_ALG = "philox"
+# The same random numbers on CPU and GPU (augment.RNG_ALG, "philox"; XLA-compiled steps draw
+# different, equally deterministic numbers: its Philox is not bit-identical to the TF kernels').
+RNG_ALG = augment.RNG_ALG
 # Update the progress bar at most every this many steps (plus at log steps).
 PROGRESS_EVERY = 25
 CHECKPOINT_DIR = "checkpoints"
@@ -121,6 +121,8 @@ class TrainResult:
       valid_sanitized_accuracy, test_sanitized_accuracy: on the sanitized splits
         (overlap with training removed), None when the data has no such keys.
       steps: optimizer steps done.
+      train_examples: size of the training set used (after ``train_subset``
+        and ``train_on_valid``).
       seconds: wall time of the training loop incl. periodic validation (and
         tracing/compilation), summed over resumptions.
       device: where it ran, e.g. ``"/CPU:0"``, or with a tf.distribute strategy
@@ -139,6 +141,7 @@ class TrainResult:
     steps: int
     seconds: float
     device: str
+    train_examples: int | None = None
     model: Any = field(default=None, repr=False, compare=False)
     replicas: int = 1
 
@@ -152,6 +155,7 @@ class TrainResult:
             "valid_sanitized_accuracy": self.valid_sanitized_accuracy,
             "test_sanitized_accuracy": self.test_sanitized_accuracy,
             "steps": self.steps,
+            "train_examples": self.train_examples,
             "seconds": self.seconds,
             "device": self.device,
         }
@@ -313,8 +317,10 @@ def data_keys(split: str) -> tuple[str, str]:
 def split_arrays(data: Mapping[str, np.ndarray], config: TrainConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Checks ``data`` and returns ``{split: (images float32, labels int32)}``.
 
-    The training split is cut to ``config.train_subset``; sanitized splits are
-    included when both of their keys are present.
+    The training split is cut to ``config.train_subset`` and, with
+    ``config.train_on_valid``, the validation split is appended to it (it stays
+    the validation split too); sanitized splits are included when both of their
+    keys are present.
 
     Raises:
       ValueError: a missing key, wrong shapes, empty split, labels outside 0..9,
@@ -344,6 +350,8 @@ def split_arrays(data: Mapping[str, np.ndarray], config: TrainConfig) -> dict[st
     if config.train_subset is not None:
         images, labels = out["train"]
         out["train"] = (images[:config.train_subset], labels[:config.train_subset])
+    if config.train_on_valid:
+        out["train"] = tuple(np.concatenate([a, b]) for a, b in zip(out["train"], out["valid"]))
     n = out["train"][0].shape[0]
     if config.batch_size is not None and config.batch_size > n:
         raise ValueError(f"batch_size {config.batch_size} is larger than the training set ({n} examples)")
@@ -479,26 +487,16 @@ def make_batch_fn(config: TrainConfig, state: TrainState, images: tf.Tensor,
     return shuffled_batch
 
 
-def random_shift(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:
-    """Shifts each image by its own random (dy, dx) in ``[-max_shift, max_shift]``.
-
-    Args:
-      images: ``(b, h, w)`` float images.
-      max_shift: the largest shift in pixels (> 0).
-      seed: int64 [2] stateless seed.
-
-    Returns:
-      ``(b, h, w)`` shifted images; uncovered pixels are ``BACKGROUND``.
-    """
-    b = tf.shape(images)[0]
-    h, w = images.shape[1], images.shape[2]
-    m = max_shift
-    padded = tf.pad(images, [[0, 0], [m, m], [m, m]], constant_values=BACKGROUND)
-    shifts = tf.random.stateless_uniform([b, 2], seed, minval=0, maxval=2 * m + 1, dtype=tf.int32, alg=RNG_ALG)
-    rows = shifts[:, :1] + tf.range(h)[None, :]  # (b, h) rows of padded to take
-    cols = shifts[:, 1:] + tf.range(w)[None, :]  # (b, w)
-    out = tf.gather(padded, rows, axis=1, batch_dims=1)  # (b, h, w + 2m)
-    return tf.gather(out, cols, axis=2, batch_dims=1)  # (b, h, w)
+def jitter(config: TrainConfig, images: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+    """The training jitter of ``step``: ``augment.random_distort`` then ``augment.random_shift``, as configured."""
+    seed = stream_seed(config.seed, step, JITTER_STREAM)
+    if config.distorts:
+        images = augment.random_distort(images, tf.random.experimental.stateless_fold_in(seed, 1),
+                                        max_rotation=config.max_rotation, max_scale=config.max_scale,
+                                        max_shear=config.max_shear)
+    if config.max_shift > 0:
+        images = augment.random_shift(images, config.max_shift, seed)
+    return images
 
 
 def train_step(config: TrainConfig, state: TrainState, batch_fn) -> tuple[tf.Tensor, tf.Tensor]:
@@ -511,8 +509,7 @@ def train_step(config: TrainConfig, state: TrainState, batch_fn) -> tuple[tf.Ten
     model, optimizer = state.model, state.optimizer
     step = state.step.read_value()
     x, y = batch_fn(step)
-    if config.max_shift > 0:
-        x = random_shift(x, config.max_shift, stream_seed(config.seed, step, JITTER_STREAM))
+    x = jitter(config, x, step)
     variables = model.trainable_variables
     with tf.GradientTape() as tape:
         logits = model(x, training=True, seed=stream_seed(config.seed, step, DROPOUT_STREAM))
@@ -564,8 +561,7 @@ def distributed_train_step(config: TrainConfig, state: TrainState, batch_fn) -> 
     replicas = strategy.num_replicas_in_sync
     step = state.step.read_value()
     x, y = batch_fn(step)
-    if config.max_shift > 0:
-        x = random_shift(x, config.max_shift, stream_seed(config.seed, step, JITTER_STREAM))
+    x = jitter(config, x, step)
     batch = int(x.shape[0])
 
     def split(ctx):
@@ -830,6 +826,9 @@ def train_and_evaluate(config: TrainConfig, data: Mapping[str, np.ndarray], out_
         shutil.rmtree(ckpt_dir)  # a fresh run must never resume into an old one's checkpoints
     n_train = arrays["train"][0].shape[0]
     log(f"Training on {description}: {config.name}, {n_train} training examples, {config.steps} steps")
+    if config.train_on_valid:
+        log("train_on_valid: the validation images are part of the training set, so the validation "
+            "accuracy below is not a held-out measure")
     with tf.device(device), strategy_scope(strategy):
         tensors = {k: (tf.identity(tf.convert_to_tensor(x)), tf.identity(tf.convert_to_tensor(y)))
                    for k, (x, y) in arrays.items()}
@@ -894,7 +893,8 @@ def train_and_evaluate(config: TrainConfig, data: Mapping[str, np.ndarray], out_
     result = TrainResult(
         config=config, history=history, valid_accuracy=acc["valid"], test_accuracy=acc["test"],
         valid_sanitized_accuracy=acc.get("valid_sanitized"), test_sanitized_accuracy=acc.get("test_sanitized"),
-        steps=int(state.step.numpy()), seconds=seconds, device=description, model=state.model, replicas=replicas)
+        steps=int(state.step.numpy()), seconds=seconds, device=description, train_examples=int(n_train),
+        model=state.model, replicas=replicas)
     _log_final(result, log)
     if out_dir:
         save_model(state.model, os.path.join(out_dir, SAVED_MODEL_DIR))

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Assignment 3, regularization: L2 on logistic regression and the ReLU net (problem 1),
-overfitting a few batches (problem 2), dropout (problem 3) and our best model (problem 4).
+overfitting a few batches (problem 2), dropout (problem 3) and our best model (problem 4), also
+refit on train + valid (``deep_full``).
 
     python scripts/train_regularized.py [--data data/notMNIST.pickle] [any dnn-tf-train flag]
     python scripts/train_regularized.py --only deep --mixed-precision --xla
@@ -15,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from dnn_tf.cli.train import run_presets  # noqa: E402
 
-PRESETS = ("logreg_l2", "relu1024_l2", "overfit_small", "relu1024_dropout", "deep")
+PRESETS = ("logreg_l2", "relu1024_l2", "overfit_small", "relu1024_dropout", "deep", "deep_full")
 
 
 def _select(argv: list[str]) -> tuple[tuple[str, ...], list[str]]:

@@ -29,6 +29,9 @@ from PIL import Image
 
 from dnn_tf.archive import IMAGE_SIZE, LETTERS, MAX_MEMBER_BYTES, normalize
 
+# The keys of metrics.json (TrainResult.to_dict()).
+RESULT_KEYS = frozenset({"config", "history", "valid_accuracy", "test_accuracy", "valid_sanitized_accuracy",
+                         "test_sanitized_accuracy", "steps", "train_examples", "seconds", "device"})
 FONT_FAMILIES = (
     ("DejaVu Sans", "normal", "normal"),
     ("DejaVu Sans", "normal", "bold"),

@@ -14,11 +14,10 @@ from dnn_tf import io
 from dnn_tf.cli import evaluate as evaluate_cli
 from dnn_tf.cli import train as train_cli
 from dnn_tf.config import PRESETS
+from fixtures import RESULT_KEYS
 
 SCRIPTS = Path(__file__).absolute().parents[1] / "scripts"
 FAST = ["--steps", "21", "--log-every", "10", "--quiet", "--learning-rate", "0.05"]
-RESULT_KEYS = {"config", "history", "valid_accuracy", "test_accuracy", "valid_sanitized_accuracy",
-               "test_sanitized_accuracy", "steps", "seconds", "device"}
 
 
 @pytest.fixture(scope="module")

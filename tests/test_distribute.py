@@ -81,8 +81,8 @@ def assert_same_curve(a: list[float], b: list[float]) -> None:
 def test_mirrored_on_two_logical_cpus_matches_single_device(data_file):
     out = run_script("""
         base = TrainConfig(name="t", hidden_sizes=(32,), optimizer="momentum", learning_rate=0.02, l2_beta=1e-3,
-                           max_shift=1, decay_steps=20, decay_rate=0.5, batch_size=32, steps=50, log_every=10,
-                           checkpoint_every=0, seed=3)
+                           max_shift=1, max_rotation=10, decay_steps=20, decay_rate=0.5, batch_size=32, steps=50,
+                           log_every=10, checkpoint_every=0, seed=3)
         uneven = base.replace(batch_size=33, batching="offset")
         default, mirrored = run(base), run(base.replace(strategy="mirrored"))
         u_default, u_mirrored = run(uneven), run(uneven.replace(strategy="mirrored", steps_per_call=7))

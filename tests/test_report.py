@@ -11,8 +11,8 @@ from dnn_tf import io, report
 DATASET_LINE = "Trained on 6,400 images split from the 8,000-image notMNIST_small sample, not the course's 200,000"
 
 
-def _result(name, valid, test, sanitized=None, seed=0, steps=3001, seconds=12.34, device="CPU"):
-    return {"config": {"name": name, "seed": seed, "steps": steps, "hidden_sizes": []},
+def _result(name, valid, test, sanitized=None, seed=0, steps=3001, seconds=12.34, device="CPU", **config):
+    return {"config": {"name": name, "seed": seed, "steps": steps, "hidden_sizes": [], **config},
             "history": [{"step": 0, "loss": 1.0}], "valid_accuracy": valid, "test_accuracy": test,
             "valid_sanitized_accuracy": None, "test_sanitized_accuracy": sanitized,
             "steps": steps, "seconds": seconds, "device": device}
@@ -36,12 +36,26 @@ def test_rows_columns_and_values(results):
     assert all(tuple(r) == report.ROW_COLUMNS for r in rows)
     gd, sgd, relu = rows[:3]
     assert gd == {"preset": "logreg_gd", "course_test": 82.9, "valid": 78.04, "test": 85.06,
-                  "test_sanitized": None, "steps": 801, "seconds": 12.34, "device": "CPU",
-                  "seed": 0, "dataset": "notMNIST_small"}
+                  "test_sanitized": None, "train_examples": None, "train_on_valid": False, "steps": 801,
+                  "seconds": 12.34, "device": "CPU", "seed": 0, "dataset": "notMNIST_small"}
     assert sgd["course_test"] == 86.1 and sgd["test_sanitized"] == 86.0
     assert relu["course_test"] is None
     assert [r["seed"] for r in rows[3:]] == [0, 1, 2]
     assert rows[3]["course_test"] == 97.1
+
+
+def test_rows_of_a_run_trained_on_valid_have_no_valid_accuracy():
+    refit = dict(_result("deep_full", 99.9, 93.5, seed=1, train_on_valid=True), train_examples=7200)
+    held = dict(_result("deep", 92.5, 93.0), train_examples=6400)
+    rows = report.results_rows([held, refit], "x")
+    assert [(r["valid"], r["test"], r["train_examples"]) for r in rows] == [(92.5, 93.0, 6400),
+                                                                           (None, 93.5, 7200)]
+    table = report.results_markdown(rows, DATASET_LINE)
+    assert "| Train images |" in table
+    assert "| deep_full | — | — | 93.5 | — | 7,200 |" in table
+    assert [r["train_on_valid"] for r in rows] == [False, True]
+    assert table.count("validation accuracy is not a held-out measure") == 1 and "- **deep_full** trained on" in table
+    assert "held-out" not in report.results_markdown(rows[:1], DATASET_LINE)
 
 
 def test_rows_reject_result_without_name():
@@ -87,7 +101,7 @@ def test_markdown_table(results):
     assert "Course test %" in header and "Test (sanitized) %" in header
     assert len(body) == 6
     cells = [c.strip() for c in body[0].strip("|").split("|")]
-    assert cells == ["logreg_gd", "82.9", "78.0", "85.1", "—", "801", "12.3", "CPU", "0"]
+    assert cells == ["logreg_gd", "82.9", "78.0", "85.1", "—", "—", "801", "12.3", "CPU", "0"]
     relu = [c.strip() for c in body[2].strip("|").split("|")]
     assert relu[:5] == ["relu1024", "—", "86.2", "92.5", "—"]
     # column count consistent (GitHub renders the table)

@@ -17,7 +17,8 @@ from dnn_tf import config
 from dnn_tf.cli import reproduce
 from fixtures import make_fixture_archive
 
-ALL_RUNS = [p for p in config.PRESET_ORDER if p != "deep"] + ["deep_seed0", "deep_seed1"]
+SINGLE = [p for p in config.PRESET_ORDER if p not in reproduce.MULTI_SEED]
+ALL_RUNS = SINGLE + ["deep_seed0", "deep_seed1", "deep_full_seed0", "deep_full_seed1"]
 PLOTS = ("samples.png", "class_balance.png", "curves_assignment2.png", "curves_assignment3.png",
          "confusion_deep.png", "mistakes_deep.png")
 MIN_PNG_BYTES = 1024
@@ -36,7 +37,7 @@ def _args(ws, *extra, results=None) -> list[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """One full --quick run (every preset, deep with seeds 0 and 1) shared by the tests below."""
+    """One full --quick run (every preset, deep and deep_full with seeds 0 and 1) shared by the tests below."""
     root = tmp_path_factory.mktemp("reproduce")
     ws = {"root": root, "archive": root / "notMNIST_fixture.tar.gz", "data": root / "data",
           "runs": root / "runs", "results": root / "results"}
@@ -51,10 +52,14 @@ def test_writes_results_md(workspace):
     assert "**Dataset:**" in md and "notMNIST_fixture" in md and "160 images" in md
     for preset in config.PRESET_ORDER:
         rows = [line for line in md.splitlines() if line.startswith(f"| {preset} |")]
-        assert len(rows) == (2 if preset == "deep" else 1), preset
+        assert len(rows) == (2 if preset in reproduce.MULTI_SEED else 1), preset
         cells = [c.strip() for c in rows[0].strip("|").split("|")]
-        assert 0.0 <= float(cells[3]) <= 100.0 and cells[5] == "60", rows[0]
+        assert 0.0 <= float(cells[3]) <= 100.0 and cells[6] == "60", rows[0]
+        # train images: all 160 of the fixture (subsets are larger), deep_full + its 20 valid
+        assert cells[5] == ("180" if preset == "deep_full" else "160") and (cells[2] == "—") == (preset == "deep_full"), rows[0]
     assert re.search(r"\*\*deep\*\* \(2 runs, seeds 0, 1\)", md)
+    assert re.search(r"\*\*deep_full\*\* \(2 runs, seeds 0, 1\): valid —", md)
+    assert "- **deep_full** trained on the training and the validation images together" in md
     assert "Quick smoke run" in md
     assert re.search(r"\*\*Total wall time:\*\* [\d,.]+ s", md)
     assert re.search(r"\*\*Data preparation\*\* \(single-archive\): train 160, valid 20, test 20", md)
@@ -72,16 +77,20 @@ def test_writes_results_json(workspace):
     assert {"schema", "dataset", "course_figures", "runs", "aggregated", "extra"} <= set(report)
     assert "notMNIST_fixture" in report["dataset"]["tag"] and report["dataset"]["description"]
     runs = report["runs"]
-    assert [r["preset"] for r in runs] == [p for p in config.PRESET_ORDER if p != "deep"] + ["deep", "deep"]
-    assert [r["seed"] for r in runs][-2:] == [0, 1]
+    assert [r["preset"] for r in runs] == SINGLE + ["deep", "deep", "deep_full", "deep_full"]
+    assert [r["seed"] for r in runs][-4:] == [0, 1, 0, 1]
     for r in runs:
         for key in ("valid", "test", "test_sanitized"):
+            if key == "valid" and r["preset"] == "deep_full":
+                assert r[key] is None  # trained on it
+                continue
             assert 0.0 <= r[key] <= 100.0, (r["preset"], key)
         assert r["steps"] == 60 and r["seconds"] > 0 and r["device"].endswith("CPU:0")
         assert r["dataset"] == report["dataset"]["tag"]
     assert runs[0]["course_test"] == 82.9 and runs[2]["course_test"] is None
-    (deep,) = report["aggregated"]
+    deep, full = report["aggregated"]
     assert deep["preset"] == "deep" and deep["seeds"] == [0, 1] and deep["n"] == 2
+    assert full["preset"] == "deep_full" and full["n"] == 2 and full["valid"] is None
     assert deep["test"]["min"] <= deep["test"]["mean"] <= deep["test"]["max"]
     extra = report["extra"]
     assert extra["total_seconds"] > 0 and extra["quick"] is True

@@ -14,12 +14,11 @@ import tensorflow as tf
 from dnn_tf import train
 from dnn_tf.config import TrainConfig
 from dnn_tf.model import MLP
+from fixtures import RESULT_KEYS
 from fixtures import make_stripes_dataset as make_data
 
 QUIET = dict(log=lambda line: None, progress=False)
 HISTORY_METRICS = ("step", "loss", "minibatch_accuracy", "valid_accuracy", "learning_rate")
-RESULT_KEYS = {"config", "history", "valid_accuracy", "test_accuracy", "valid_sanitized_accuracy",
-               "test_sanitized_accuracy", "steps", "seconds", "device"}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,8 @@ def test_constant_learning_rate_without_decay(data):
 
 
 def test_same_seed_same_metrics_other_seed_differs(data):
-    config = small(hidden_sizes=(16,), dropout_rate=0.3, max_shift=1, seed=7, steps=41)
+    config = small(hidden_sizes=(16,), dropout_rate=0.3, max_shift=1, max_rotation=10, max_shear=0.2, seed=7,
+                   steps=41)
     a = train.train_and_evaluate(config, data, **QUIET)
     b = train.train_and_evaluate(config, data, **QUIET)
     c = train.train_and_evaluate(config.replace(seed=8), data, **QUIET)
@@ -94,7 +94,8 @@ def test_same_seed_same_metrics_other_seed_differs(data):
 
 
 def test_steps_per_call_gives_the_same_history(data):
-    config = small(hidden_sizes=(16,), dropout_rate=0.2, max_shift=1, steps=53, log_every=10, batch_size=50)
+    config = small(hidden_sizes=(16,), dropout_rate=0.2, max_shift=1, max_scale=0.1, steps=53, log_every=10,
+                   batch_size=50)
     one = train.train_and_evaluate(config, data, **QUIET)
     many = train.train_and_evaluate(config.replace(steps_per_call=7), data, **QUIET)
     assert [h["step"] for h in many.history] == [0, 10, 20, 30, 40, 50, 52]
@@ -283,24 +284,18 @@ def test_full_batch_uses_every_example_each_step(data):
                for h in result.history)
 
 
-def test_random_shift_moves_images_by_at_most_max_shift():
-    image = np.full((28, 28), -0.5, np.float32)
-    image[10:13, 14] = 0.5
-    images = tf.constant(np.stack([image] * 64))
-    shifted = train.random_shift(images, 2, tf.constant([1, 2], tf.int64)).numpy()
-    assert shifted.shape == (64, 28, 28)
-    moves = set()
-    for s in shifted:
-        rows, cols = np.nonzero(s > 0)
-        assert len(rows) == 3 and set(np.unique(s)) <= {-0.5, 0.5}
-        dy, dx = rows.min() - 10, cols[0] - 14
-        assert abs(dy) <= 2 and abs(dx) <= 2
-        moves.add((dy, dx))
-    assert len(moves) > 5
-    # pixels shifted in from outside are background
-    edge = np.full((1, 28, 28), 0.5, np.float32)
-    out = train.random_shift(tf.constant(np.repeat(edge, 32, 0)), 1, tf.constant([0, 0], tf.int64)).numpy()
-    assert out.min() == -0.5 and set(np.unique(out)) <= {-0.5, 0.5}
+def test_train_on_valid_appends_the_validation_split(data):
+    n_train, n_valid = len(data["train_labels"]), len(data["valid_labels"])
+    arrays = train.split_arrays(data, small(train_on_valid=True, train_subset=100))
+    images, labels = arrays["train"]
+    assert images.shape == (100 + n_valid, 28, 28)
+    np.testing.assert_array_equal(images[100:], data["valid_dataset"])
+    np.testing.assert_array_equal(labels[:100], data["train_labels"][:100])
+    np.testing.assert_array_equal(arrays["valid"][1], data["valid_labels"])  # still evaluated
+    plain = train.train_and_evaluate(small(steps=3, log_every=1), data, **QUIET)
+    refit = train.train_and_evaluate(small(steps=3, log_every=1, train_on_valid=True), data, **QUIET)
+    assert (plain.train_examples, refit.train_examples) == (n_train, n_train + n_valid)
+    assert refit.to_dict()["config"]["train_on_valid"] is True
 
 
 # --------------------------------------------------------------------------- options

@@ -5,8 +5,8 @@
     dnn-tf-reproduce --quick ...          # every preset for a few steps: a smoke run
 
 Steps: fetch/prepare the data (``data.prepare`` reuses what exists), load ``notMNIST.pickle``,
-train each preset of ``config.PRESET_ORDER`` into ``runs/<preset>`` (``deep`` once per seed into
-``runs/deep_seed<N>``), then write ``results/results.md``, ``results/results.json`` and the plots.
+train each preset of ``config.PRESET_ORDER`` into ``runs/<preset>`` (``deep`` and ``deep_full`` once
+per seed into ``runs/deep_seed<N>``, ``runs/deep_full_seed<N>``), then write ``results/results.md``, ``results/results.json`` and the plots.
 
 Nothing is lost on a crash: a finished run keeps its ``metrics.json``; the next invocation reuses
 every finished run whose config and data are unchanged (``--force`` retrains) and, with
@@ -34,6 +34,8 @@ DEFAULT_DATA_DIR = "data"
 DEFAULT_RUNS_DIR = "runs"
 DEFAULT_RESULTS_DIR = "results"
 DEEP = "deep"
+# Presets run once per seed of --seeds and reported as mean and spread.
+MULTI_SEED = (DEEP, "deep_full")
 DEFAULT_SEED = 0
 DEFAULT_DEEP_SEEDS = (0, 1, 2)
 # The course's data: train/valid from the large archive, test from the small one.
@@ -114,7 +116,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--presets", type=_presets, default=cfg.PRESET_ORDER,
                         help="comma-separated presets (default: all, in order: " + ",".join(cfg.PRESET_ORDER) + ")")
     parser.add_argument("--seeds", type=_seeds, default=DEFAULT_DEEP_SEEDS,
-                        help="seeds of the deep preset, reported as mean and spread (default: 0,1,2)")
+                        help="seeds of deep and deep_full, reported as mean and spread (default: 0,1,2)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the other presets (default: 0)")
     parser.add_argument("--quick", action="store_true",
                         help=f"every preset for {QUICK_OVERRIDES['steps']} steps (a smoke run, not results)")
@@ -213,14 +215,14 @@ def prepare_line(summary: Mapping[str, Any]) -> str:
 
 def run_configs(presets: Sequence[str], seed: int, deep_seeds: Sequence[int], quick: bool,
                 num_train: int) -> list[tuple[str, cfg.TrainConfig]]:
-    """``(run name, config)`` for every run, in preset order (``deep`` once per seed).
+    """``(run name, config)`` for every run, in preset order (``MULTI_SEED`` presets once per seed).
 
     With ``quick`` every preset runs ``QUICK_OVERRIDES`` steps and the batch size is cut to the
     training set when that is smaller (tiny fixture datasets).
     """
     runs = []
     for preset in presets:
-        seeds = deep_seeds if preset == DEEP else (seed,)
+        seeds = deep_seeds if preset in MULTI_SEED else (seed,)
         for s in seeds:
             config = cfg.get_preset(preset, seed=s)
             if quick:
@@ -229,7 +231,7 @@ def run_configs(presets: Sequence[str], seed: int, deep_seeds: Sequence[int], qu
                 if config.batch_size is not None and config.batch_size > n:
                     overrides["batch_size"] = n
                 config = config.replace(**overrides)
-            name = f"{preset}_seed{s}" if preset == DEEP else preset
+            name = f"{preset}_seed{s}" if preset in MULTI_SEED else preset
             runs.append((name, config))
     return runs
 

@@ -1,0 +1,123 @@
+"""Input jitter for training: random shifts and random smooth distortions.
+
+Pure TensorFlow functions of ``(images, seed)`` (stateless random numbers), so
+they trace into the compiled train step and a given seed always gives the same
+batch. Images are ``(b, h, w)`` float tensors normalized as in
+``archive.normalize``; pixels brought in from outside the image are
+``BACKGROUND``.
+
+* ``random_shift``: a whole-pixel translation per image (cheap, exact).
+* ``random_distort``: per image, a random affine map (rotation, scale, shear)
+  about the image centre, resampled bilinearly: a fully connected net has no
+  built-in invariance, so it sees many plausible versions of each training
+  letter instead. (Elastic distortions, Simard et al. 2003, were tried too and
+  did not help on the sample: results/tuning.md.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+# normalize(0) = (0 - 127.5) / 255: empty glyph background, padded in by the jitter.
+BACKGROUND = -0.5
+# Counter-based random numbers, the same on CPU and GPU (train.py uses them too).
+RNG_ALG = "philox"
+
+
+def random_shift(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:
+    """Shifts each image by its own random (dy, dx) in ``[-max_shift, max_shift]``.
+
+    Args:
+      images: ``(b, h, w)`` float images.
+      max_shift: the largest shift in pixels (> 0).
+      seed: int64 [2] stateless seed.
+
+    Returns:
+      ``(b, h, w)`` shifted images; uncovered pixels are ``BACKGROUND``.
+    """
+    b = tf.shape(images)[0]
+    h, w = images.shape[1], images.shape[2]
+    m = max_shift
+    padded = tf.pad(images, [[0, 0], [m, m], [m, m]], constant_values=BACKGROUND)
+    shifts = tf.random.stateless_uniform([b, 2], seed, minval=0, maxval=2 * m + 1, dtype=tf.int32, alg=RNG_ALG)
+    rows = shifts[:, :1] + tf.range(h)[None, :]  # (b, h) rows of padded to take
+    cols = shifts[:, 1:] + tf.range(w)[None, :]  # (b, w)
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)  # (b, h, w + 2m)
+    return tf.gather(out, cols, axis=2, batch_dims=1)  # (b, h, w)
+
+
+def bilinear_sample(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
+    """``images[b, rows, cols]`` at fractional positions, ``BACKGROUND`` outside the image.
+
+    Args:
+      images: ``(b, h, w)`` float images.
+      rows, cols: ``(b, h, w)`` float source coordinates (pixel centres are integers).
+
+    Returns:
+      ``(b, h, w)`` resampled images.
+    """
+    b = tf.shape(images)[0]
+    h, w = images.shape[1], images.shape[2]
+    padded = tf.reshape(tf.pad(images, [[0, 0], [1, 1], [1, 1]], constant_values=BACKGROUND),
+                        [b, (h + 2) * (w + 2)])
+    # In padded coordinates the image spans [1, h]; anything at or beyond the border reads BACKGROUND.
+    r = tf.clip_by_value(rows + 1.0, 0.0, float(h + 1))
+    c = tf.clip_by_value(cols + 1.0, 0.0, float(w + 1))
+    r0, c0 = tf.floor(r), tf.floor(c)
+    fr, fc = r - r0, c - c0
+    r0, c0 = tf.cast(r0, tf.int32), tf.cast(c0, tf.int32)
+    r1, c1 = tf.minimum(r0 + 1, h + 1), tf.minimum(c0 + 1, w + 1)
+
+    def take(ri, ci):
+        idx = tf.reshape(ri * (w + 2) + ci, [b, h * w])
+        return tf.reshape(tf.gather(padded, idx, batch_dims=1), [b, h, w])
+
+    top = (1.0 - fc) * take(r0, c0) + fc * take(r0, c1)
+    bottom = (1.0 - fc) * take(r1, c0) + fc * take(r1, c1)
+    return (1.0 - fr) * top + fr * bottom
+
+
+def random_distort(images: tf.Tensor, seed: tf.Tensor, *, max_rotation: float = 0.0, max_scale: float = 0.0,
+                   max_shear: float = 0.0) -> tf.Tensor:
+    """Warps each image by its own random affine map about the image centre.
+
+    Each output pixel ``p`` reads the input at ``centre + A (p - centre)``, where
+    ``A = rotation(theta) @ shear(k) @ diag(1 / s_y, 1 / s_x)`` with
+    ``theta ~ U(-max_rotation, max_rotation)`` degrees, ``k ~ U(-max_shear, max_shear)``
+    and ``s_y, s_x ~ U(1 - max_scale, 1 + max_scale)`` independently. All zeros
+    return the images unchanged.
+
+    Args:
+      images: ``(b, h, w)`` float images.
+      seed: int64 [2] stateless seed.
+      max_rotation: largest rotation in degrees (>= 0).
+      max_scale: largest relative change of size along each axis, in [0, 1).
+      max_shear: largest shear factor (>= 0).
+
+    Returns:
+      ``(b, h, w)`` distorted images.
+
+    Raises:
+      ValueError: a negative amount or ``max_scale >= 1``.
+    """
+    if min(max_rotation, max_scale, max_shear) < 0 or max_scale >= 1:
+        raise ValueError("distortion amounts must be >= 0 and max_scale < 1; got "
+                         f"rotation={max_rotation}, scale={max_scale}, shear={max_shear}")
+    b = tf.shape(images)[0]
+    h, w = images.shape[1], images.shape[2]
+    u = tf.random.stateless_uniform([b, 4], seed, minval=-1.0, maxval=1.0, alg=RNG_ALG)
+    theta = u[:, 0] * (max_rotation * math.pi / 180.0)
+    shear = u[:, 1] * max_shear
+    inv_sy, inv_sx = 1.0 / (1.0 + u[:, 2] * max_scale), 1.0 / (1.0 + u[:, 3] * max_scale)
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    # A = R(theta) @ [[1, 0], [shear, 1]] @ diag(inv_sy, inv_sx), acting on (row, col) offsets.
+    a_rr, a_rc = (cos - sin * shear) * inv_sy, -sin * inv_sx
+    a_cr, a_cc = (sin + cos * shear) * inv_sy, cos * inv_sx
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    py = tf.range(h, dtype=tf.float32)[None, :, None] - cy  # (1, h, 1)
+    px = tf.range(w, dtype=tf.float32)[None, None, :] - cx  # (1, 1, w)
+    rows = cy + a_rr[:, None, None] * py + a_rc[:, None, None] * px
+    cols = cx + a_cr[:, None, None] * py + a_cc[:, None, None] * px
+    return bilinear_sample(images, rows, cols)
