@@ -84,6 +84,9 @@ def test_list_presets(capsys):
     assert train_cli.main(["--list-presets"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == list(PRESETS)
+    deep, full = (next(line for line in out if line.split()[0] == name) for name in ("deep", "deep_full"))
+    assert "2048x1024x512" in deep and "max_rotation=10.0" in deep and "train_on_valid" not in deep
+    assert "train_on_valid=True" in full
 
 
 def test_flags_and_set_override_the_preset():
