@@ -11,7 +11,8 @@ Every random choice is a stateless function of ``(config.seed, step)``:
   ``argsort(stateless_uniform(seed=(seed, 4 * e)))``, ``n // batch_size``
   batches per epoch (the remainder is left out of that epoch);
 * dropout: seed ``(seed, 4 * step + 1)`` (the model folds in the layer index);
-* input jitter: seed ``(seed, 4 * step + 2)``.
+* input jitter: seed ``(seed, 4 * step + 2)`` for the shift, that seed with
+  ``DISTORT_SUBSTREAM`` folded in for the affine distortion.
 
 So a resumed run follows the same trajectory as an uninterrupted one, and two
 runs with the same seed on the same CPU give identical metrics.
@@ -76,6 +77,7 @@ EVAL_BATCH = 10000
 # Random streams: seed (config.seed, NUM_STREAMS * counter + stream).
 NUM_STREAMS = 4
 SHUFFLE_STREAM, DROPOUT_STREAM, JITTER_STREAM = 0, 1, 2
+DISTORT_SUBSTREAM = 1  # folded into the jitter seed: the distortion draws apart from the shift
 # The same random numbers on CPU and GPU (augment.RNG_ALG, "philox"; XLA-compiled steps draw
 # different, equally deterministic numbers: its Philox is not bit-identical to the TF kernels').
 RNG_ALG = augment.RNG_ALG
@@ -491,7 +493,7 @@ def jitter(config: TrainConfig, images: tf.Tensor, step: tf.Tensor) -> tf.Tensor
     """The training jitter of ``step``: ``augment.random_distort`` then ``augment.random_shift``, as configured."""
     seed = stream_seed(config.seed, step, JITTER_STREAM)
     if config.distorts:
-        images = augment.random_distort(images, tf.random.experimental.stateless_fold_in(seed, 1),
+        images = augment.random_distort(images, tf.random.experimental.stateless_fold_in(seed, DISTORT_SUBSTREAM),
                                         max_rotation=config.max_rotation, max_scale=config.max_scale,
                                         max_shear=config.max_shear)
     if config.max_shift > 0:

@@ -6,7 +6,8 @@
 
 Steps: fetch/prepare the data (``data.prepare`` reuses what exists), load ``notMNIST.pickle``,
 train each preset of ``config.PRESET_ORDER`` into ``runs/<preset>`` (``deep`` and ``deep_full`` once
-per seed into ``runs/deep_seed<N>``, ``runs/deep_full_seed<N>``), then write ``results/results.md``, ``results/results.json`` and the plots.
+per seed into ``runs/deep_seed<N>``, ``runs/deep_full_seed<N>``), then write ``results/results.md``,
+``results/results.json`` and the plots.
 
 Nothing is lost on a crash: a finished run keeps its ``metrics.json``; the next invocation reuses
 every finished run whose config and data are unchanged (``--force`` retrains) and, with
