@@ -1,4 +1,4 @@
-"""Input jitter for training: random shifts and random smooth distortions.
+"""Input jitter for training (random shifts and smooth distortions) and deskewing.
 
 Pure TensorFlow functions of ``(images, seed)`` (stateless random numbers), so
 they trace into the compiled train step and a given seed always gives the same
@@ -12,6 +12,8 @@ batch. Images are ``(b, h, w)`` float tensors normalized as in
   built-in invariance, so it sees many plausible versions of each training
   letter instead. (Elastic distortions, Simard et al. 2003, were tried too and
   did not help on the sample: results/tuning.md.)
+* ``deskew``: not random; straightens each image's slant. ``model.MLP(deskew=True)``
+  applies it to its inputs, so it runs after the jitter in training.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ import tensorflow as tf
 BACKGROUND = -0.5
 # Counter-based random numbers, the same on CPU and GPU (train.py uses them too).
 RNG_ALG = "philox"
+# deskew: images with less ink than this (in BACKGROUND-relative units) are left alone,
+MIN_INK = 1e-3
+# and no slant beyond this shear factor is undone (the sample's largest is about 1).
+MAX_SLANT = 1.5
 
 
 def random_shift(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:
@@ -120,4 +126,40 @@ def random_distort(images: tf.Tensor, seed: tf.Tensor, *, max_rotation: float = 
     px = tf.range(w, dtype=tf.float32)[None, None, :] - cx  # (1, 1, w)
     rows = cy + a_rr[:, None, None] * py + a_rc[:, None, None] * px
     cols = cx + a_cr[:, None, None] * py + a_cc[:, None, None] * px
+    return bilinear_sample(images, rows, cols)
+
+
+def deskew(images: tf.Tensor) -> tf.Tensor:
+    """Straightens each image's slant: the shear that makes its ink's principal axis vertical.
+
+    With ink weights ``v = image - BACKGROUND``, centroid ``(r0, c0)`` and
+    moments ``var_r = E[(r - r0)**2]``, ``cov = E[(r - r0)(c - c0)]``, the slant
+    is ``alpha = cov / var_r`` (clipped to ``[-MAX_SLANT, MAX_SLANT]``) and
+    output pixel ``(r, c)`` reads the input at ``(r, c + alpha * (r - r0))``,
+    bilinearly: italic letters stand upright, the centroid stays where it was
+    (the moment-based deskewing long used for MNIST). Blank images are
+    returned unchanged.
+
+    Args:
+      images: ``(b, h, w)`` float images normalized as in ``archive.normalize``.
+
+    Returns:
+      ``(b, h, w)`` deskewed images.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    h, w = images.shape[1], images.shape[2]
+    ink = images - BACKGROUND
+    total = tf.reduce_sum(ink, axis=[1, 2])
+    safe = tf.maximum(total, MIN_INK)
+    r = tf.range(h, dtype=tf.float32)[None, :, None]  # (1, h, 1)
+    c = tf.range(w, dtype=tf.float32)[None, None, :]  # (1, 1, w)
+    r0 = tf.reduce_sum(ink * r, axis=[1, 2]) / safe
+    c0 = tf.reduce_sum(ink * c, axis=[1, 2]) / safe
+    dr, dc = r - r0[:, None, None], c - c0[:, None, None]
+    var_r = tf.reduce_sum(ink * dr * dr, axis=[1, 2]) / safe
+    cov = tf.reduce_sum(ink * dr * dc, axis=[1, 2]) / safe
+    alpha = tf.where((total > MIN_INK) & (var_r > MIN_INK), cov / tf.maximum(var_r, MIN_INK), 0.0)
+    alpha = tf.clip_by_value(alpha, -MAX_SLANT, MAX_SLANT)
+    rows = tf.broadcast_to(r, tf.shape(images))
+    cols = c + alpha[:, None, None] * dr
     return bilinear_sample(images, rows, cols)

@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from dnn_tf import augment
+
 INITS = ("truncated_normal", "he")
 COMPUTE_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 
@@ -46,6 +48,11 @@ class MLP(tf.Module):
     about ``fan_in / 2`` (hundreds) per layer instead, so logits and gradients
     blow up after a few layers (or vanish if the stddev is too small).
 
+    Deskewing: with ``deskew=True`` every input image is first straightened
+    (``augment.deskew``, a shear that makes its ink upright), in training and at
+    inference alike, so whatever calls the model (evaluation, ``predict``, the
+    SavedModel) gets the same input transform. It has no variables.
+
     Mixed precision: with ``compute_dtype=tf.float16`` the variables stay
     float32; inputs and weights are cast to float16 for the matmuls and the
     logits are returned as float32.
@@ -53,7 +60,7 @@ class MLP(tf.Module):
 
     def __init__(self, hidden_sizes: Sequence[int] = (), num_classes: int = 10, input_size: int = 784,
                  dropout_rate: float = 0.0, init: str = "truncated_normal", init_stddev: float = 1.0,
-                 seed: int = 0, compute_dtype=tf.float32, name: str | None = None):
+                 seed: int = 0, compute_dtype=tf.float32, deskew: bool = False, name: str | None = None):
         """Creates the variables.
 
         Args:
@@ -65,11 +72,14 @@ class MLP(tf.Module):
           init_stddev: stddev of the ``"truncated_normal"`` initialization (ignored for ``"he"``).
           seed: integer seed of the initialization.
           compute_dtype: ``tf.float32``, or ``tf.float16`` / ``tf.bfloat16`` for mixed precision.
+          deskew: straighten each input image's slant before the first layer (the
+            inputs are then square images, so ``input_size`` must be a square number).
           name: module name.
 
         Raises:
           ValueError: a size is not a positive integer, ``dropout_rate`` outside [0, 1),
-            unknown ``init``, ``init_stddev <= 0``, non-integer ``seed`` or unsupported ``compute_dtype``.
+            unknown ``init``, ``init_stddev <= 0``, non-integer ``seed``, unsupported ``compute_dtype``,
+            or ``deskew`` with a non-square ``input_size``.
         """
         super().__init__(name=name)
         hidden_sizes = tuple(hidden_sizes)
@@ -92,6 +102,8 @@ class MLP(tf.Module):
         if dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {[d.name for d in COMPUTE_DTYPES]}, "
                              f"got {compute_dtype!r}")
+        if deskew and math.isqrt(input_size) ** 2 != input_size:
+            raise ValueError(f"deskew needs square images, but input_size {input_size} is not a square number")
 
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.num_classes = int(num_classes)
@@ -101,6 +113,7 @@ class MLP(tf.Module):
         self.init_stddev = float(init_stddev)
         self.seed = int(seed)
         self.compute_dtype = dtype
+        self.deskew = bool(deskew)
 
         sizes = (self.input_size, *self.hidden_sizes, self.num_classes)
         self._weights = []
@@ -154,6 +167,9 @@ class MLP(tf.Module):
         """
         x = tf.convert_to_tensor(x)
         x = tf.reshape(x, [-1, self._check_input_shape(x.shape)])
+        if self.deskew:
+            side = math.isqrt(self.input_size)
+            x = tf.reshape(augment.deskew(tf.reshape(x, [-1, side, side])), [-1, self.input_size])
         dropout = bool(training) and self.dropout_rate > 0.0
         if dropout:
             if seed is None:

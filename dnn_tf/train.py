@@ -21,7 +21,9 @@ Input jitter (``jitter``, module ``augment``): with ``config.distorts`` each
 training image gets a random affine map (rotation, scale, shear), then with
 ``config.max_shift > 0`` a random whole-pixel shift in ``[-max_shift, max_shift]``
 along x and y; pixels brought in from outside are ``augment.BACKGROUND`` = -0.5,
-the normalized value of a 0 pixel, i.e. empty glyph background.
+the normalized value of a 0 pixel, i.e. empty glyph background. With
+``config.deskew`` the model then straightens each (jittered) image's slant
+itself (``model.MLP``), so evaluation and the SavedModel deskew too.
 
 Conventions (the course's): the loss and minibatch accuracy logged at step N
 are those of the minibatch of step N before its update; the validation
@@ -364,7 +366,8 @@ def create_model(config: TrainConfig) -> MLP:
     """The network of ``config`` (float16 compute with ``mixed_precision``)."""
     return MLP(hidden_sizes=config.hidden_sizes, num_classes=NUM_CLASSES, input_size=IMAGE_SIZE * IMAGE_SIZE,
                dropout_rate=config.dropout_rate, init=config.init, init_stddev=config.init_stddev,
-               seed=config.seed, compute_dtype=tf.float16 if config.mixed_precision else tf.float32)
+               seed=config.seed, compute_dtype=tf.float16 if config.mixed_precision else tf.float32,
+               deskew=config.deskew)
 
 
 def learning_rate_schedule(config: TrainConfig):

@@ -129,3 +129,69 @@ def test_config_distorts_only_when_an_amount_is_set():
     assert not TrainConfig().distorts and not TrainConfig(max_shift=2).distorts
     assert all(TrainConfig(**{f: 0.1}).distorts for f in ("max_rotation", "max_scale", "max_shear"))
 
+
+
+# --------------------------------------------------------------------------- deskew
+
+
+def slanted_bar(slant: float, n: int = 1) -> np.ndarray:
+    """A 2-pixel-wide bar from row 4 to row 23 whose column moves by ``slant`` per row (italic when < 0)."""
+    image = np.full((28, 28), BG, np.float32)
+    for r in range(4, 24):
+        c = int(round(CENTRE + slant * (r - CENTRE)))
+        image[r, c:c + 2] = 0.5
+    return np.repeat(image[None], n, 0)
+
+
+def ink_slant(images: np.ndarray) -> np.ndarray:
+    """``cov(r, c) / var(r)`` of each image's ink, the slant deskew removes."""
+    ink = images - BG
+    r, c = np.mgrid[:28, :28]
+    total = ink.sum((1, 2))
+    r0, c0 = (ink * r).sum((1, 2)) / total, (ink * c).sum((1, 2)) / total
+    dr, dc = r - r0[:, None, None], c - c0[:, None, None]
+    return (ink * dr * dc).sum((1, 2)) / (ink * dr * dr).sum((1, 2))
+
+
+@pytest.mark.parametrize("slant", [-0.5, -0.25, 0.3])
+def test_deskew_stands_a_slanted_bar_upright_and_keeps_its_centroid(slant):
+    image = slanted_bar(slant)
+    assert abs(ink_slant(image)[0] - slant) < 0.05
+    out = augment.deskew(tf.constant(image)).numpy()
+    assert out.shape == image.shape
+    assert abs(ink_slant(out)[0]) < 0.02
+    ink_in, ink_out = image[0] - BG, out[0] - BG
+    r, c = np.mgrid[:28, :28]
+    for coord in (r, c):
+        assert abs((coord * ink_in).sum() / ink_in.sum() - (coord * ink_out).sum() / ink_out.sum()) < 0.1
+    assert abs(ink_in.sum() - ink_out.sum()) / ink_in.sum() < 0.02  # nothing pushed off the image
+    assert BG <= out.min() and out.max() <= 0.5 + 1e-6
+
+
+def test_deskew_leaves_upright_and_blank_images_alone_and_works_per_image():
+    upright, blank = slanted_bar(0.0), np.full((1, 28, 28), BG, np.float32)
+    batch = np.concatenate([upright, blank, slanted_bar(-0.5)])
+    out = augment.deskew(tf.constant(batch)).numpy()
+    np.testing.assert_allclose(out[0], upright[0], atol=1e-6)
+    np.testing.assert_array_equal(out[1], blank[0])
+    assert abs(ink_slant(out[2:])[0]) < 0.02
+    # each image is deskewed by its own slant, whatever else is in the batch
+    np.testing.assert_allclose(augment.deskew(tf.constant(batch[2:])).numpy()[0], out[2], atol=1e-6)
+
+
+def test_deskew_clips_extreme_slants_and_runs_under_xla():
+    image = np.full((1, 28, 28), BG, np.float32)
+    image[0, 13, 2:26] = 0.5  # a horizontal stroke: var(r) tiny, slant undefined
+    image[0, 14, 2:26] = 0.5
+    image[0, 12, 25] = image[0, 15, 2] = 0.5
+    assert ink_slant(image)[0] < -augment.MAX_SLANT
+    out = augment.deskew(tf.constant(image)).numpy()
+    ink = image[0] - BG
+    r0 = (np.mgrid[:28, :28][0] * ink).sum() / ink.sum()
+    rows, cols = np.mgrid[:28, :28].astype(np.float32)
+    cols = (cols - augment.MAX_SLANT * (rows - r0)).astype(np.float32)
+    clipped = augment.bilinear_sample(tf.constant(image), tf.constant(rows[None]), tf.constant(cols[None]))
+    np.testing.assert_allclose(out, clipped.numpy(), atol=1e-5)
+    xla = tf.function(augment.deskew, jit_compile=True)
+    batch = tf.constant(np.concatenate([image, slanted_bar(0.4)]))
+    np.testing.assert_allclose(xla(batch).numpy(), augment.deskew(batch).numpy(), atol=1e-5)

@@ -330,3 +330,26 @@ def test_chain_rule_script_prints_matching_gradients(capsys):
     assert all(float(r.split()[-1]) < 1e-5 for r in rows)
     assert "[0. 0. 1. 1.]" in out
     assert script.main(["--batch", "0"]) == 2
+
+
+def test_deskew_model_reads_the_deskewed_image_and_exports_it():
+    from dnn_tf import augment
+    image = np.full((2, 28, 28), augment.BACKGROUND, np.float32)
+    for r in range(4, 24):  # an italic bar
+        c = int(round(13.5 - 0.4 * (r - 13.5)))
+        image[:, r, c:c + 2] = 0.5
+    image[1] = image[1, ::-1]  # and its mirror image, slanted the other way
+    plain = MLP((16,), init="he", seed=3)
+    deskewing = MLP((16,), init="he", seed=3, deskew=True)
+    straight = augment.deskew(tf.constant(image))
+    np.testing.assert_allclose(deskewing(image).numpy(), plain(straight).numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(deskewing(image).numpy(), plain(image).numpy(), atol=1e-3)
+    flat = deskewing(image.reshape(2, 784)).numpy()  # flat inputs are deskewed as images too
+    np.testing.assert_allclose(flat, deskewing(image).numpy(), rtol=1e-6)
+    assert deskewing.trainable_variables and len(deskewing.trainable_variables) == len(plain.trainable_variables)
+
+
+def test_deskew_needs_square_inputs():
+    with pytest.raises(ValueError, match="deskew needs square images"):
+        MLP((4,), input_size=700, deskew=True)
+    assert MLP((4,), input_size=700).input_size == 700

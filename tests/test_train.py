@@ -187,9 +187,11 @@ def test_huge_learning_rate_diverges(data):
 # --------------------------------------------------------------------------- export
 
 
-def test_saved_model_reloads_with_same_predictions(data, tmp_path):
-    config = small(hidden_sizes=(16,), dropout_rate=0.5, steps=21, log_every=10, checkpoint_every=10)
+@pytest.mark.parametrize("deskew", [False, True])
+def test_saved_model_reloads_with_same_predictions(data, tmp_path, deskew):
+    config = small(hidden_sizes=(16,), dropout_rate=0.5, steps=21, log_every=10, checkpoint_every=10, deskew=deskew)
     result = train.train_and_evaluate(config, data, out_dir=str(tmp_path), **QUIET)
+    assert result.model.deskew is deskew  # so the export below must carry the deskewing too
     images = data["test_dataset"][:50]
     loaded = tf.saved_model.load(str(tmp_path / "saved_model"))
     out = loaded.signatures["serving_default"](images=tf.constant(images))

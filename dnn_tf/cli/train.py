@@ -115,7 +115,8 @@ def describe(config: TrainConfig) -> str:
     net = "x".join(map(str, config.hidden_sizes)) or "logistic regression"
     batch = "full batch" if config.batch_size is None else f"batch {config.batch_size}"
     extras = [f"{k}={getattr(config, k)}" for k in ("train_subset", "train_on_valid", "l2_beta", "dropout_rate",
-                                                     "max_shift", "max_rotation", "max_scale", "max_shear")
+                                                     "max_shift", "max_rotation", "max_scale", "max_shear",
+                                                     "deskew")
               if getattr(config, k)]
     return (f"{config.name:<18} {net:<20} {config.optimizer} lr {config.learning_rate:g}, {batch}, "
             f"{config.steps} steps" + (", " + ", ".join(extras) if extras else ""))

@@ -1,0 +1,63 @@
+"""scripts/tune_deep.py: candidates over seeds and cross-validation folds, validation only."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dnn_tf import io
+from dnn_tf.cli import UsageError
+from fixtures import make_stripes_dataset
+
+SCRIPT = Path(__file__).absolute().parents[1] / "scripts" / "tune_deep.py"
+
+
+@pytest.fixture(scope="module")
+def tune():
+    spec = importlib.util.spec_from_file_location("tune_deep", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # runs only under __main__
+    return module
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_stripes_dataset(n_train=1500, n_eval=300)  # 1,800 train + valid: folds 0, 1 of 800
+
+
+def test_fold_split_holds_out_one_slice_of_train_and_valid_and_drops_test(tune, data):
+    both = np.concatenate([data["train_dataset"], data["valid_dataset"]])
+    labels = np.concatenate([data["train_labels"], data["valid_labels"]])
+    for fold in (0, 1):
+        split = tune.fold_split(data, fold)
+        held = slice(fold * tune.FOLD_SIZE, (fold + 1) * tune.FOLD_SIZE)
+        np.testing.assert_array_equal(split["valid_dataset"], both[held])
+        np.testing.assert_array_equal(split["valid_labels"], labels[held])
+        np.testing.assert_array_equal(split["test_dataset"], both[held])  # the real test split is never used
+        assert len(split["train_dataset"]) == len(both) - tune.FOLD_SIZE == len(split["train_labels"])
+        rest = np.delete(np.arange(len(both)), np.arange(len(both))[held])
+        np.testing.assert_array_equal(split["train_dataset"], both[rest])
+        assert set(split) == {f"{s}_{k}" for s in ("train", "valid", "test") for k in ("dataset", "labels")}
+    with pytest.raises(UsageError, match="fold 2 is outside 0..1"):
+        tune.fold_split(data, 2)
+
+
+def test_folds_run_each_candidate_per_fold_and_refuse_with_test(tune, data, tmp_path, capsys):
+    path = tmp_path / "d.pickle"
+    io.save_pickle(path, data)
+    out = tmp_path / "cv.json"
+    common = ["--data", str(path), "--out", str(out), "--preset", "logreg_sgd", "--seeds", "0",
+              "--set", "steps=11", "--set", "log_every=10"]
+    assert tune.main(common + ["--folds", "0,1", "--with-test"]) == 2
+    assert "--folds leaves the test split out" in capsys.readouterr().err
+    assert tune.main(common + ["--folds", "0,1", "--candidate", "a", "--candidate", "b", "learning_rate=0.01"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["candidate"], r["fold"]) for r in rows] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert all("test_accuracy" not in r for r in rows)
+    summary = {s["candidate"]: s for s in json.loads(out.read_text())["summary"]}
+    assert summary["a"]["runs"] == summary["b"]["runs"] == 2  # mean over the folds
+    assert "fold 1" in capsys.readouterr().out
