@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from dnn_tf import io  # noqa: E402
