@@ -22,7 +22,7 @@ validation, then rerun the chosen configurations with ``--with-test``.
 ``--folds K[,K...]`` checks a choice on more held-out images than the one
 validation split (800 images on the sample, about 1 point of noise): for each
 fold K, images ``[K * 800, (K + 1) * 800)`` of train + valid are held out and
-the rest trained on (``fold_split``); the test split is not used at all.
+the rest trained on (``fold_splits``); the test split is not used at all.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -92,24 +92,29 @@ def _overrides(base: TrainConfig, items: Sequence[str], what: str) -> dict[str, 
     return out
 
 
-def fold_split(data: dict, fold: int, size: int = FOLD_SIZE) -> dict:
-    """The cross-validation data of ``fold``: of train + valid concatenated, images
-    ``[fold * size, (fold + 1) * size)`` become the validation split (and stand in
-    for the test split, which is left out so it is never evaluated) and the rest
-    the training split.
+def fold_splits(data: dict, folds: Sequence[int], size: int = FOLD_SIZE) -> Iterator[tuple[int, dict]]:
+    """Yields ``(fold, data of that fold)`` for each of ``folds``, one at a time.
+
+    Of train + valid concatenated, images ``[fold * size, (fold + 1) * size)``
+    become the validation split (and stand in for the test split, which is left
+    out so it is never evaluated) and the rest the training split. Every fold is
+    checked before the first is yielded, so a bad one fails before any training.
 
     Raises:
-      UsageError: the fold is outside train + valid.
+      UsageError: a fold outside train + valid.
     """
     images = np.concatenate([data["train_dataset"], data["valid_dataset"]])
     labels = np.concatenate([data["train_labels"], data["valid_labels"]])
-    if not 0 <= fold < len(images) // size:
-        raise UsageError(f"fold {fold} is outside 0..{len(images) // size - 1} ({len(images)} images, {size} per fold)")
-    held = np.zeros(len(images), bool)
-    held[fold * size:(fold + 1) * size] = True
-    return {"train_dataset": images[~held], "train_labels": labels[~held],
-            "valid_dataset": images[held], "valid_labels": labels[held],
-            "test_dataset": images[held], "test_labels": labels[held]}
+    count = len(images) // size
+    for fold in folds:
+        if not 0 <= fold < count:
+            raise UsageError(f"fold {fold} is outside 0..{count - 1} ({len(images)} images, {size} per fold)")
+    for fold in folds:
+        held = np.zeros(len(images), bool)
+        held[fold * size:(fold + 1) * size] = True
+        yield fold, {"train_dataset": images[~held], "train_labels": labels[~held],
+                     "valid_dataset": images[held], "valid_labels": labels[held],
+                     "test_dataset": images[held], "test_labels": labels[held]}
 
 
 def make_candidates(preset: str, specs: Sequence[Sequence[str]],
@@ -210,33 +215,33 @@ def _body(argv: Sequence[str] | None) -> int:
         with open(args.out, encoding="utf-8") as f:
             rows = json.load(f)["rows"]
     done = {(r["candidate"], r["seed"], r.get("fold"), repr(sorted(r["config"].items()))) for r in rows}
-    folds = args.folds or (None,)
-    total = len(folds) * len(candidates) * len(args.seeds)
+    splits = fold_splits(data, args.folds) if args.folds else [(None, data)]
+    total = len(args.folds or (None,)) * len(candidates) * len(args.seeds)
     k = 0
-    for fold, (name, (start, config)), seed in itertools.product(folds, candidates.items(), args.seeds):
-        k += 1
-        cfg = config.replace(seed=seed, name=name)
-        key = (name, seed, fold, repr(sorted(cfg.to_dict().items())))
-        if key in done:
-            continue
-        t0 = time.perf_counter()
-        fold_data = data if fold is None else fold_split(data, fold)
-        result = train_and_evaluate(cfg, fold_data, out_dir=None, log=lambda *_: None, progress=False)
-        row = {"candidate": name, "seed": seed, "fold": fold, "preset": start,
-               "overrides": _diff(cfg, get_preset(start)),
-               "valid_accuracy": result.valid_accuracy,
-               "valid_curve": [(h["step"], h["valid_accuracy"]) for h in result.history],
-               "seconds": result.seconds, "wall_seconds": time.perf_counter() - t0,
-               "config": cfg.to_dict()}
-        if args.with_test:
-            row["test_accuracy"] = result.test_accuracy
-            row["test_sanitized_accuracy"] = result.test_sanitized_accuracy
-        rows.append(row)
-        _write(args.out, rows, args.with_test)
-        test = f"  test {result.test_accuracy:.2f}" if args.with_test else ""
-        where = "" if fold is None else f" fold {fold}"
-        print(f"[{k}/{total}] {name} seed {seed}{where}: valid {result.valid_accuracy:.2f}{test}  "
-              f"({result.seconds:.0f} s)", flush=True)
+    for fold, fold_data in splits:  # one fold's arrays at a time (itertools.product would build them all)
+        for (name, (start, config)), seed in itertools.product(candidates.items(), args.seeds):
+            k += 1
+            cfg = config.replace(seed=seed, name=name)
+            key = (name, seed, fold, repr(sorted(cfg.to_dict().items())))
+            if key in done:
+                continue
+            t0 = time.perf_counter()
+            result = train_and_evaluate(cfg, fold_data, out_dir=None, log=lambda *_: None, progress=False)
+            row = {"candidate": name, "seed": seed, "fold": fold, "preset": start,
+                   "overrides": _diff(cfg, get_preset(start)),
+                   "valid_accuracy": result.valid_accuracy,
+                   "valid_curve": [(h["step"], h["valid_accuracy"]) for h in result.history],
+                   "seconds": result.seconds, "wall_seconds": time.perf_counter() - t0,
+                   "config": cfg.to_dict()}
+            if args.with_test:
+                row["test_accuracy"] = result.test_accuracy
+                row["test_sanitized_accuracy"] = result.test_sanitized_accuracy
+            rows.append(row)
+            _write(args.out, rows, args.with_test)
+            test = f"  test {result.test_accuracy:.2f}" if args.with_test else ""
+            where = "" if fold is None else f" fold {fold}"
+            print(f"[{k}/{total}] {name} seed {seed}{where}: valid {result.valid_accuracy:.2f}{test}  "
+                  f"({result.seconds:.0f} s)", flush=True)
     if rows:
         _write(args.out, rows, args.with_test)
         print(markdown(summarize(rows, args.with_test), args.with_test), end="")

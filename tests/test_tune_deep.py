@@ -29,11 +29,12 @@ def data():
     return make_stripes_dataset(n_train=1500, n_eval=300)  # 1,800 train + valid: folds 0, 1 of 800
 
 
-def test_fold_split_holds_out_one_slice_of_train_and_valid_and_drops_test(tune, data):
+def test_fold_splits_hold_out_one_slice_of_train_and_valid_and_drops_test(tune, data):
     both = np.concatenate([data["train_dataset"], data["valid_dataset"]])
     labels = np.concatenate([data["train_labels"], data["valid_labels"]])
-    for fold in (0, 1):
-        split = tune.fold_split(data, fold)
+    splits = dict(tune.fold_splits(data, (0, 1)))
+    assert list(splits) == [0, 1]
+    for fold, split in splits.items():
         held = slice(fold * tune.FOLD_SIZE, (fold + 1) * tune.FOLD_SIZE)
         np.testing.assert_array_equal(split["valid_dataset"], both[held])
         np.testing.assert_array_equal(split["valid_labels"], labels[held])
@@ -43,7 +44,7 @@ def test_fold_split_holds_out_one_slice_of_train_and_valid_and_drops_test(tune, 
         np.testing.assert_array_equal(split["train_dataset"], both[rest])
         assert set(split) == {f"{s}_{k}" for s in ("train", "valid", "test") for k in ("dataset", "labels")}
     with pytest.raises(UsageError, match="fold 2 is outside 0..1"):
-        tune.fold_split(data, 2)
+        next(tune.fold_splits(data, (0, 2)))  # every fold is checked before the first is handed out
 
 
 def test_folds_run_each_candidate_per_fold_and_refuse_with_test(tune, data, tmp_path, capsys):
@@ -54,6 +55,8 @@ def test_folds_run_each_candidate_per_fold_and_refuse_with_test(tune, data, tmp_
               "--set", "steps=11", "--set", "log_every=10"]
     assert tune.main(common + ["--folds", "0,1", "--with-test"]) == 2
     assert "--folds leaves the test split out" in capsys.readouterr().err
+    assert tune.main(common + ["--folds", "0,2"]) == 2  # fold 2 does not exist: nothing is trained
+    assert "fold 2 is outside 0..1" in capsys.readouterr().err and not out.exists()
     assert tune.main(common + ["--folds", "0,1", "--candidate", "a", "--candidate", "b", "learning_rate=0.01"]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["candidate"], r["fold"]) for r in rows] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
