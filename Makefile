@@ -6,7 +6,7 @@ DATA   ?=
 OUT    ?= data
 ARGS   ?=
 
-.PHONY: test reproduce bench venv clean
+.PHONY: test reproduce notebooks bench venv clean
 
 $(BIN)/dnn-tf-train: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +19,17 @@ venv: $(BIN)/dnn-tf-train
 test: venv
 	$(BIN)/python -m pytest -q
 
-# DATA=path/to/archive.tar.gz runs offline on one archive (train/valid/test split from it);
-# without DATA it downloads notMNIST_large + notMNIST_small.
+# Without DATA: downloads notMNIST_large + notMNIST_small into $(OUT) (the course's data).
+# DATA=path/to/archive.tar.gz runs offline on that one archive (train/valid/test split from it).
 reproduce: venv
 	$(BIN)/dnn-tf-reproduce $(if $(DATA),--train-archive $(DATA)) --data-dir $(OUT) $(ARGS)
 
+# Re-executes the three notebooks top to bottom and saves them with their outputs (same DATA as above).
+notebooks: venv
+	$(BIN)/python scripts/run_notebooks.py $(if $(DATA),--archive $(DATA)) $(ARGS)
+
 bench: venv
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

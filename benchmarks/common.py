@@ -30,7 +30,7 @@ MIB = 1024 * 1024
 if str(REPO) not in sys.path:  # `python benchmarks/x.py` from anywhere finds dnn_tf
     sys.path.insert(0, str(REPO))
 
-from dnn_tf import io as dio  # noqa: E402
+from dnn_tf import files as dio  # noqa: E402
 from dnn_tf.cli import ArgumentParser  # noqa: E402
 
 

@@ -6,7 +6,7 @@ hidden layers). For each budget -- the parameter count of one hidden layer of
 match within 2%. Every net gets the same training: ``train_and_evaluate``
 with He initialization, SGD with momentum, the same exponential learning-rate
 decay, batch size and number of steps, on the same data: the shared 8,000-image
-sample prepared with ``dnn_tf.data.prepare`` (6,400 / 800 / 800; cached in the
+sample prepared with ``dnn_tf.prepare.prepare`` (6,400 / 800 / 800; cached in the
 temp folder) or, without it, generated glyphs. Several seeds per net; the
 statement uses validation accuracy only.
 """
@@ -37,7 +37,7 @@ FULL = {"anchors": (256, 512, 1024), "seeds": (0, 1, 2), "steps": 1000}
 TINY = {"anchors": (64,), "seeds": (0,), "steps": 40}
 GENERATED_PER_CLASS = {"full": (500, 80, 80), "tiny": (30, 10, 10)}  # train / valid / test glyphs per letter
 TRAINING = dict(init="he", optimizer="momentum", learning_rate=0.05, momentum=0.9, decay_rate=0.5,
-                batch_size=128, dropout_rate=0.0, l2_beta=0.0, checkpoint_every=0)
+                batch_size=128, dropout_rate=0.0, l2_beta=0.0)
 DECAY_FRACTION = 3  # the rate halves every steps / 3 steps
 SIGNIFICANCE = 2.0  # a difference counts when it exceeds this many standard errors
 
@@ -85,11 +85,12 @@ def nets(anchors) -> list[dict]:
 def load_data(tiny: bool) -> tuple[dict, str]:
     """The prepared shared sample (cached), else generated glyphs (always in tiny mode)."""
     if SAMPLE.exists() and not tiny:
-        from dnn_tf.data import MERGED_PICKLE, load_pickle, prepare
+        from dnn_tf import dataset
+        from dnn_tf.prepare import MERGED_PICKLE, prepare
 
-        prepare(SAMPLE, out_dir=CACHE_DIR, progress=False, log=lambda *_: None)
-        data = load_pickle(CACHE_DIR / MERGED_PICKLE)
-        return data, f"the shared sample {SAMPLE.name} prepared by dnn_tf.data.prepare"
+        prepare(SAMPLE, out_dir=CACHE_DIR)
+        data = dataset.load(CACHE_DIR / MERGED_PICKLE)
+        return data, f"the shared sample {SAMPLE.name} prepared by dnn_tf.prepare.prepare"
     sys.path.insert(0, str(common.REPO / "tests"))
     from fixtures import make_dataset
 
@@ -103,13 +104,14 @@ def load_data(tiny: bool) -> tuple[dict, str]:
 
 
 def train_one(net: dict, seed: int, steps: int, data: dict) -> dict:
-    from dnn_tf.config import TrainConfig
+    from dnn_tf.config import RunSettings, TrainConfig
     from dnn_tf.train import train_and_evaluate
 
-    config = TrainConfig(name=f"{net['family']}-{net['budget']}", hidden_sizes=net["hidden"], seed=seed,
-                         steps=steps, log_every=steps, decay_steps=max(1, steps // DECAY_FRACTION), **TRAINING)
+    config = TrainConfig(hidden_sizes=net["hidden"], seed=seed, steps=steps,
+                         decay_steps=max(1, steps // DECAY_FRACTION), **TRAINING)
     t0 = time.perf_counter()
-    result = train_and_evaluate(config, data, log=lambda *_: None, progress=False)
+    settings = RunSettings(log_every=steps, checkpoint_every=0)
+    result = train_and_evaluate(config, data, settings, name=f"{net['family']}-{net['budget']}")
     return {"valid": result.valid_accuracy, "test": result.test_accuracy, "seconds": time.perf_counter() - t0}
 
 

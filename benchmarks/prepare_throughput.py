@@ -1,9 +1,9 @@
-"""Archive -> arrays throughput: dnn_tf.archive.read_images vs the course's extract-then-read loop.
+"""Archive -> arrays throughput: dnn_tf.decode.read_images vs the course's extract-then-read loop.
 
 Contenders (each run in a fresh subprocess, which reports its own time and
 peak memory, VmHWM from /proc/self/status):
 
-* ``ours w=1`` / ``ours w=2``: ``dnn_tf.archive.read_images(archive, workers)``,
+* ``ours w=1`` / ``ours w=2``: ``dnn_tf.decode.read_images(archive, workers)``,
   PNGs streamed from the tar and decoded in ``workers`` processes;
 * ``course``: the course's approach, written here as the baseline:
   ``tarfile.extractall`` into a temporary folder, then per letter folder
@@ -17,7 +17,7 @@ of 100,000 PNGs (the sample's images replicated, or fixture glyphs without
 the sample; layout ``root/A..J/*.png``, shuffled member order; cached in the
 temp folder). Rounds are interleaved (course, ours w=1, ours w=2, ...); times
 are medians. Also: the projected time for notMNIST_large (529,114 images) and
-the time of ``dnn_tf.data.find_overlaps`` on 200,000 + 10,000 + 10,000 images.
+the time of ``dnn_tf.duplicates.find_overlaps`` on 200,000 + 10,000 + 10,000 images.
 """
 
 from __future__ import annotations
@@ -39,12 +39,11 @@ import common  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from dnn_tf.notmnist import IMAGE_SIZE, LETTERS, PIXEL_DEPTH  # noqa: E402
+
 PROG = "prepare_throughput"
 STEM = "prepare_throughput"
 SAMPLE = common.REPO.parent / "shared" / "notmnist" / "notMNIST_sample.tar.gz"
-LETTERS = "ABCDEFGHIJ"
-IMAGE_SIZE = 28
-PIXEL_DEPTH = 255.0
 LARGE_IMAGES = 529_114  # notMNIST_large
 SYNTH_ROOT = "notMNIST_bench"
 SYNTH_COMPRESSLEVEL = 6
@@ -119,10 +118,9 @@ def child(kind: str, archive: str | None = None, workers: int | None = None) -> 
     if kind == "import":
         pass
     elif kind == "import_archive":
-        import dnn_tf.archive  # noqa: F401
-        from PIL import Image  # noqa: F401
+        import dnn_tf.decode  # noqa: F401 - archive, png and Pillow
     elif kind == "ours":
-        from dnn_tf.archive import read_images
+        from dnn_tf.decode import read_images
 
         t0 = time.perf_counter()
         result = read_images(archive, workers=workers)
@@ -142,7 +140,7 @@ def child(kind: str, archive: str | None = None, workers: int | None = None) -> 
         out["images"] = int(sum(len(a) for a in letters))
         out["array_bytes"] = int(sum(a.nbytes for a in letters))
     elif kind == "dedup":
-        from dnn_tf.data import find_overlaps
+        from dnn_tf.duplicates import find_overlaps
 
         sizes = [int(s) for s in archive.split(",")]
         train, valid, test, planted = dedup_arrays(*sizes[:3], planted=sizes[3])
@@ -314,7 +312,7 @@ def render(result: dict) -> str:
         "",
         "`course` = `tarfile.extractall` to a temp folder + `PIL.Image.open`/`np.asarray` per file, normalized per "
         "image (the course's `load_letter`), time includes the extraction. `ours w=N` = "
-        "`dnn_tf.archive.read_images(archive, workers=N)` (streamed from the tar, nothing extracted).",
+        "`dnn_tf.decode.read_images(archive, workers=N)` (streamed from the tar, nothing extracted).",
         "",
         common.markdown_table(["source", "contender", "images", "seconds", "CPU s", "images/s", "x course",
                                "peak RSS MiB",
@@ -325,7 +323,7 @@ def render(result: dict) -> str:
         + ", ".join(f"{s['cpu_ratio_w1_vs_course']:.2f}x ({s['source']})" for s in result["sources"]) + ".",
         "",
         f"Import baseline (fresh python + numpy): {result['numpy_rss'] / mib:.0f} MiB; "
-        f"+ Pillow + dnn_tf.archive: {result['import_rss'] / mib:.0f} MiB (used as the baseline above).",
+        f"+ Pillow + dnn_tf.decode: {result['import_rss'] / mib:.0f} MiB (used as the baseline above).",
         "",
         "## Targets",
         "",
@@ -348,9 +346,10 @@ def render(result: dict) -> str:
         "process holding the arrays, minus the import baseline, minus the arrays, over the arrays). The worker "
         "processes of w=2 are separate (their peak is in the last column).",
         "",
-        f"Duplicate detection (`dnn_tf.data.find_overlaps`): {d['seconds']:.2f} s (median of {len(d['all_seconds'])}),"
-        f" planted {d['planted']} exact copies of train images in valid and in test, found "
-        f"{d['found']['train-valid']} / {d['found']['train-test']}; peak RSS {d['peak_rss'] / mib:.0f} MiB.",
+        f"Duplicate detection (`dnn_tf.duplicates.find_overlaps`): {d['seconds']:.2f} s "
+        f"(median of {len(d['all_seconds'])}), planted {d['planted']} exact copies of train images in valid and "
+        f"in test, found {d['found']['train-valid']} / {d['found']['train-test']}; "
+        f"peak RSS {d['peak_rss'] / mib:.0f} MiB.",
         "",
     ]
     return "\n".join(lines)

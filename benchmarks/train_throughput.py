@@ -38,8 +38,8 @@ import common  # noqa: E402  (sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from dnn_tf import distribute, inputs, presets  # noqa: E402
 from dnn_tf import train as dtrain  # noqa: E402
-from dnn_tf.config import get_preset  # noqa: E402
 from dnn_tf.model import flops_per_example  # noqa: E402
 
 PROG = "train_throughput"
@@ -105,22 +105,23 @@ def synthetic_data(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
 
 def ours_config(hidden: Sequence[int], batch: int, spc: int | None = None, xla: bool | None = None):
     """The relu1024 preset (its steps_per_call / xla defaults unless given) on this net and batch."""
-    base = get_preset("relu1024")
-    return base.replace(name="throughput", hidden_sizes=tuple(hidden), batch_size=batch, init="he",
+    base = presets.get("relu1024")
+    return base.replace(hidden_sizes=tuple(hidden), batch_size=batch, init="he",
                         learning_rate=LEARNING_RATE, checkpoint_every=0, seed=SEED,
-                        steps_per_call=spc if spc else base.steps_per_call,
-                        xla=base.xla if xla is None else xla)
+                        steps_per_call=spc if spc else base.settings.steps_per_call,
+                        xla=base.settings.xla if xla is None else xla)
 
 
-def make_ours(config, images: np.ndarray, labels: np.ndarray, steps: int,
+def make_ours(preset, images: np.ndarray, labels: np.ndarray, steps: int,
               compute_dtype=None) -> Callable[[], float]:
     """dnn_tf's compiled train step (what train_and_evaluate calls), data resident on the device.
 
     ``compute_dtype`` (prototype, not a dnn_tf option): build the MLP with this
     compute dtype (e.g. ``tf.bfloat16``; variables, loss and updates stay float32).
     """
-    if steps % config.steps_per_call:
-        raise ValueError(f"steps {steps} is not a multiple of steps_per_call {config.steps_per_call}")
+    config, settings = preset.config, preset.settings
+    if steps % settings.steps_per_call:
+        raise ValueError(f"steps {steps} is not a multiple of steps_per_call {settings.steps_per_call}")
     create_model = dtrain.create_model
     if compute_dtype is not None:
         from dnn_tf.model import MLP
@@ -128,14 +129,15 @@ def make_ours(config, images: np.ndarray, labels: np.ndarray, steps: int,
         dtrain.create_model = lambda c: MLP(hidden_sizes=c.hidden_sizes, dropout_rate=c.dropout_rate, init=c.init,
                                             init_stddev=c.init_stddev, seed=c.seed, compute_dtype=compute_dtype)
     try:
-        with tf.device(dtrain.default_device()):
+        with tf.device(distribute.default_device()):
             x, y = tf.identity(tf.convert_to_tensor(images)), tf.identity(tf.convert_to_tensor(labels))
             state = dtrain.create_train_state(config, images.shape[0])
-            train_fn = dtrain.make_train_fn(config, state, dtrain.make_batch_fn(config, state, x, y))
+            batch_fn = inputs.make_batch_fn(config, x, y, state.permutation, state.epoch)
+            train_fn = dtrain.make_train_fn(config, settings, state, distribute.create_strategy(settings), batch_fn)
     finally:
         dtrain.create_model = create_model
-    count = tf.constant(config.steps_per_call, tf.int64)
-    calls = steps // config.steps_per_call
+    count = tf.constant(settings.steps_per_call, tf.int64)
+    calls = steps // settings.steps_per_call
 
     def run() -> float:
         t0 = time.perf_counter()
@@ -269,7 +271,7 @@ def measure_config(net: str, hidden: tuple[int, ...], batch: int, steps: int, si
     variants = {"ours": default}
     headline = net == HEADLINE_NET and batch == HEADLINE_BATCH
     for spc, xla in ((sizes.spc, False), (1, True), (sizes.spc, True))[:None if sizes.variants and headline else 1]:
-        if (spc, xla) != (default.steps_per_call, default.xla):
+        if (spc, xla) != (default.settings.steps_per_call, default.settings.xla):
             variants[f"ours spc={spc}{' xla' if xla else ''}"] = ours_config(hidden, batch, spc, xla)
     contenders: dict[str, Callable[[], float]] = {}
     for name, config in variants.items():
@@ -309,7 +311,8 @@ def measure_config(net: str, hidden: tuple[int, ...], batch: int, steps: int, si
                  "spread": common.spread(times[best_name]), "seconds": None})
     return {"net": net, "batch": batch, "steps": steps, "flop_per_step": flop_step,
             "matmul_gflops": gflops, "best_matmul": best_name, "rows": rows,
-            "configs": {name: {"steps_per_call": c.steps_per_call, "xla": c.xla} for name, c in variants.items()}}
+            "configs": {name: {"steps_per_call": c.settings.steps_per_call, "xla": c.settings.xla}
+                        for name, c in variants.items()}}
 
 
 def measure_eval_cost(sizes: Sizes, images: np.ndarray, labels: np.ndarray, repeats: int) -> dict:
@@ -328,7 +331,8 @@ def measure_eval_cost(sizes: Sizes, images: np.ndarray, labels: np.ndarray, repe
     base = ours_config((1024,), HEADLINE_BATCH).replace(steps=sizes.eval_steps)
     runs = {"with_eval": base.replace(log_every=sizes.eval_every),
             "without_eval": base.replace(log_every=sizes.eval_steps + 1)}  # still evaluates at step 0 and the end
-    evals = {name: len([s for s in dtrain.chunk_plan(0, c) if s[2]]) for name, c in runs.items()}
+    evals = {name: len([s for s in dtrain.chunk_plan(0, c.config.steps, c.settings) if s[2]])
+             for name, c in runs.items()}
     in_run: list[float] = []  # per with_eval run: share of its time spent in the loop's evaluations
     in_run_steady: list[float] = []  # the same with the first (tracing) call counted like the others
     first_call: list[float] = []
@@ -346,7 +350,7 @@ def measure_eval_cost(sizes: Sizes, images: np.ndarray, labels: np.ndarray, repe
 
             dtrain.evaluate = timed_evaluate
             try:
-                seconds = dtrain.train_and_evaluate(config, data, log=lambda *_: None, progress=False).seconds
+                seconds = dtrain.train_and_evaluate(config.config, data, config.settings).seconds
             finally:
                 dtrain.evaluate = evaluate
             if name == "with_eval":  # the first evals[name] calls are inside the loop; valid/test follow
@@ -360,8 +364,8 @@ def measure_eval_cost(sizes: Sizes, images: np.ndarray, labels: np.ndarray, repe
 
     common.log(f"eval cost: {sizes.eval_steps}-step train_and_evaluate runs x {repeats}")
     seconds = common.interleave({n: contender(n, c) for n, c in runs.items()}, repeats, warmup=0, log=common.log)
-    state = dtrain.create_train_state(base, images.shape[0])
-    eval_fn = dtrain.make_eval_fn(state.model)
+    state = dtrain.create_train_state(base.config, images.shape[0])
+    eval_fn = dtrain.make_eval_step(state.model)
     vx, vy = tf.constant(valid_x), tf.constant(valid_y)
 
     def one_evaluation() -> None:

@@ -3,7 +3,7 @@
 Pure TensorFlow functions of ``(images, seed)`` (stateless random numbers), so
 they trace into the compiled train step and a given seed always gives the same
 batch. Images are ``(b, h, w)`` float tensors normalized as in
-``archive.normalize``; pixels brought in from outside the image are
+``notmnist.normalize``; pixels brought in from outside the image are
 ``BACKGROUND``.
 
 * ``random_shift``: a whole-pixel translation per image (cheap, exact).
@@ -22,9 +22,9 @@ import math
 
 import tensorflow as tf
 
-# normalize(0) = (0 - 127.5) / 255: empty glyph background, padded in by the jitter.
-BACKGROUND = -0.5
-# Counter-based random numbers, the same on CPU and GPU (train.py uses them too).
+from dnn_tf.notmnist import BACKGROUND
+
+# Counter-based random numbers, the same on CPU and GPU (the training inputs use them too).
 RNG_ALG = "philox"
 # deskew: images with less ink than this (in BACKGROUND-relative units) are left alone,
 MIN_INK = 1e-3
@@ -141,7 +141,7 @@ def deskew(images: tf.Tensor) -> tf.Tensor:
     returned unchanged.
 
     Args:
-      images: ``(b, h, w)`` float images normalized as in ``archive.normalize``.
+      images: ``(b, h, w)`` float images normalized as in ``notmnist.normalize``.
 
     Returns:
       ``(b, h, w)`` deskewed images.

@@ -14,13 +14,15 @@ numpy and scipy only.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
+
+from dnn_tf.dataset import COURSE_KEYS
 
 # sklearn's LogisticRegression defaults: C = 1.0 (l2 = 1 / C), max_iter = 100, tol = 1e-4.
 DEFAULT_L2 = 1.0
@@ -30,6 +32,8 @@ DEFAULT_TOL = 1e-4
 FTOL = 64 * np.finfo(float).eps
 # The course's training-set sizes for problem 6.
 DEFAULT_SIZES = (50, 100, 1000, 5000)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -160,8 +164,7 @@ def accuracy_percent(params: LogRegParams, x: np.ndarray, y: np.ndarray) -> floa
 
 
 def run_baseline(data: Mapping[str, np.ndarray], sizes: Sequence[int] = DEFAULT_SIZES,
-                 l2: float = DEFAULT_L2, max_iter: int = DEFAULT_MAX_ITER,
-                 log: Callable[[str], None] | None = None) -> list[dict]:
+                 l2: float = DEFAULT_L2, max_iter: int = DEFAULT_MAX_ITER) -> list[dict]:
     """Problem 6: fits on the first N training examples for each N, scores valid and test.
 
     Args:
@@ -170,7 +173,6 @@ def run_baseline(data: Mapping[str, np.ndarray], sizes: Sequence[int] = DEFAULT_
       sizes: training-set sizes.
       l2: see ``fit_logreg``.
       max_iter: see ``fit_logreg``.
-      log: called with one line per fitted size (default: stderr).
 
     Returns:
       One dict per size: ``train_size``, ``test_accuracy``, ``valid_accuracy`` (percent),
@@ -179,13 +181,9 @@ def run_baseline(data: Mapping[str, np.ndarray], sizes: Sequence[int] = DEFAULT_
     Raises:
       ValueError: missing keys, empty ``sizes`` or a size outside ``[1, len(train)]``.
     """
-    keys = ("train_dataset", "train_labels", "valid_dataset", "valid_labels", "test_dataset", "test_labels")
-    missing = [key for key in keys if key not in data]
+    missing = [key for key in COURSE_KEYS if key not in data]
     if missing:
         raise ValueError(f"data is missing {', '.join(missing)}")
-    if log is None:
-        def log(line: str) -> None:
-            print(line, file=sys.stderr, flush=True)
     n_train = len(data["train_labels"])
     sizes = [int(s) for s in sizes]
     if not sizes or min(sizes) < 1 or max(sizes) > n_train:
@@ -203,6 +201,6 @@ def run_baseline(data: Mapping[str, np.ndarray], sizes: Sequence[int] = DEFAULT_
                "iterations": params.iterations,
                "seconds": seconds}
         rows.append(row)
-        log(f"[{i + 1}/{len(sizes)}] train_size={size}: test {row['test_accuracy']:.1f}% "
+        logger.info(f"[{i + 1}/{len(sizes)}] train_size={size}: test {row['test_accuracy']:.1f}% "
             f"valid {row['valid_accuracy']:.1f}% ({row['iterations']} iterations, {seconds:.1f}s)")
     return rows

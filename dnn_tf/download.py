@@ -1,45 +1,43 @@
 """Fetches the notMNIST archives: the course's ``maybe_download``, made resumable and verified.
 
+``resolve_sources`` picks the train and test sources (by default the course's two archives);
 ``fetch`` turns a source (local path, URL, or a bare canonical name such as
-``"notMNIST_small.tar.gz"``) into a local file path. Downloads go to
-``dest_dir/<name>.part``; a ``.part`` left by a dropped connection, a crash or Ctrl-C
-is resumed with an HTTP ``Range`` request (by this call's retries or by the next
-call). Only a file of the verified size (and SHA-256, when given) is renamed onto
-``dest_dir/<name>``, so that name never holds a partial download.
+``"notMNIST_small.tar.gz"``) into a local file path. Downloads go to ``dest_dir/<name>.part``;
+a ``.part`` left by a dropped connection, a crash or Ctrl-C is resumed with an HTTP ``Range``
+request (by this call's retries or by the next call). Only a file of the verified size (and
+SHA-256, when given) is renamed onto ``dest_dir/<name>``, so that name never holds a partial
+download. On failure ``.part`` is kept when it holds a correct prefix (dropped connection,
+timeout, disk full), so the next call resumes; it is removed when its content is known to be
+wrong (larger than the file, SHA-256 mismatch).
 
-What happens to ``.part`` on failure: it is kept when it holds a correct prefix
-(dropped connection, timeout, disk full), so the next call resumes; it is removed when
-its content is known to be wrong (larger than the file, SHA-256 mismatch).
-
-This module does not use ``dnn_tf.io.atomic_path``: its random temporary names
-cannot be resumed. The ``.part`` + ``os.replace`` scheme here is the same atomic idea.
+Not ``dnn_tf.files.atomic_path``: its random temporary names cannot be resumed; ``.part`` +
+``os.replace`` is the same atomic idea. Status lines (reuse, retries) go to ``logging``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import http.client
+import logging
 import os
 import re
 import shutil
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import BinaryIO, Callable
+from pathlib import PurePosixPath
+from typing import BinaryIO
 
-try:  # POSIX: a lock stops two processes from appending to one .part.
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
-
-from dnn_tf import __version__
+from dnn_tf import __version__, files
+from dnn_tf import progress as progress_bars
+from dnn_tf.files import sha256_file  # the one implementation, also importable from here
 
 BASE_URL = "https://commondatastorage.googleapis.com/books1000/"
-EXPECTED_SIZES = {"notMNIST_large.tar.gz": 247336696, "notMNIST_small.tar.gz": 8458043}
+CANONICAL_TRAIN = "notMNIST_large.tar.gz"  # the course's train + valid archive
+CANONICAL_TEST = "notMNIST_small.tar.gz"  # the course's test archive
+EXPECTED_SIZES = {CANONICAL_TRAIN: 247336696, CANONICAL_TEST: 8458043}
 
 CHUNK_SIZE = 1 << 20  # bytes read and written at a time
 DEFAULT_TIMEOUT = 60.0  # seconds without data before a connection counts as dropped
@@ -48,12 +46,14 @@ DEFAULT_BACKOFF = 1.0  # seconds before the first retry; doubles each retry
 MAX_BACKOFF = 30.0  # seconds, cap of the doubling
 PART_SUFFIX = ".part"
 RETRY_HTTP_CODES = frozenset({408, 425, 429, 500, 502, 503, 504})
-PROGRESS_INTERVAL = 0.2  # seconds between progress bar redraws
-PROGRESS_WIDTH = 24  # characters of the bar itself
 MB = 1e6
 URL_SCHEMES = ("http", "https", "file")
 USER_AGENT = f"dnn_tf/{__version__} (notMNIST course reproduction)"
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
+# Any "scheme://" is a URL: http, https and file are fetched, others are refused by fetch.
+_URL = re.compile(r"^[a-z][a-z0-9+.-]+://", re.IGNORECASE)
+
+logger = logging.getLogger(__name__)
 
 
 class DownloadError(OSError):
@@ -64,21 +64,35 @@ class _Retry(Exception):
     """A transient failure (dropped connection, timeout, 5xx): retry, resuming from ``.part``."""
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = CHUNK_SIZE) -> str:
-    """Returns the hex SHA-256 digest of a file, read in chunks.
+def resolve_sources(train_archive: str | None, test_archive: str | None, data_dir: str,
+                    progress: bool = False) -> tuple[str, str | None]:
+    """Local paths of the train and test sources; URLs and canonical names are fetched into ``data_dir``.
 
     Args:
-      path: the file.
-      chunk_size: bytes per read.
+      train_archive: the train (+valid) source: a local path (returned as is, a missing one too so
+        that the caller's error names its role), a URL or a canonical name (``EXPECTED_SIZES``).
+        None: the course's ``notMNIST_large.tar.gz``, and ``notMNIST_small.tar.gz`` for test
+        unless ``test_archive`` is given.
+      test_archive: the test source (same forms); None with ``train_archive``: split from train.
+      data_dir: folder for downloads.
+      progress: download progress bars on stderr.
 
-    Returns:
-      64 lowercase hex characters.
+    Raises:
+      DownloadError: an unsupported URL scheme or a failed download (see ``fetch``).
     """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    if train_archive is None:
+        train_archive = CANONICAL_TRAIN
+        test_archive = CANONICAL_TEST if test_archive is None else test_archive
+    train = _resolve(train_archive, data_dir, progress)
+    return train, None if test_archive is None else _resolve(test_archive, data_dir, progress)
+
+
+def _resolve(source: str, data_dir: str, progress: bool) -> str:
+    is_url = bool(_URL.match(source))
+    if not is_url and not (source in EXPECTED_SIZES and not os.path.exists(source)):
+        return source
+    name = PurePosixPath(urllib.parse.urlsplit(source).path).name if is_url else source
+    return fetch(source, data_dir, expected_size=EXPECTED_SIZES.get(name), progress=progress)
 
 
 def fetch(
@@ -86,8 +100,7 @@ def fetch(
     dest_dir: str | os.PathLike,
     expected_size: int | None = None,
     sha256: str | None = None,
-    progress: bool = True,
-    log: Callable[[str], object] = print,
+    progress: bool = False,
     base_url: str = BASE_URL,
     timeout: float = DEFAULT_TIMEOUT,
     max_retries: int = DEFAULT_MAX_RETRIES,
@@ -105,8 +118,7 @@ def fetch(
       expected_size: size in bytes the file must have (None: the server's size;
         for canonical names, None means ``EXPECTED_SIZES[name]``).
       sha256: hex SHA-256 the file must have (None: not checked).
-      progress: draw a one-line progress bar on stderr.
-      log: receives one-line messages (reuse, retries, restarts).
+      progress: draw a progress bar on stderr.
       base_url: where canonical names are fetched from.
       timeout: seconds without data before the connection counts as dropped.
       max_retries: resumed retries after a dropped connection, timeout or HTTP 5xx,
@@ -141,12 +153,8 @@ def fetch(
     elif os.path.exists(source):
         return source
     else:
-        err = DownloadError(
-            f"no such file or folder: {source} (give an existing path, an http(s):// or file:// URL, "
-            f"or one of {', '.join(EXPECTED_SIZES)})"
-        )
-        err.errno = errno.ENOENT
-        raise err
+        raise _error(f"no such file or folder: {source} (give an existing path, an http(s):// or file:// URL, "
+                     f"or one of {', '.join(EXPECTED_SIZES)})", errno.ENOENT)
 
     name = _url_basename(url)
     dest_dir = os.fspath(dest_dir)
@@ -160,13 +168,13 @@ def fetch(
     if os.path.exists(final):
         problem = _check(final, expected_size, sha256)
         if problem is None:
-            log(f"{name}: using existing {final} ({os.path.getsize(final)} bytes)")
+            logger.info(f"{name}: using existing {final} ({os.path.getsize(final)} bytes)")
             return final
-        log(f"{name}: existing {final} is not usable ({problem}); downloading it again")
+        logger.info(f"{name}: existing {final} is not usable ({problem}); downloading it again")
 
     try:
         with _open_part(part) as f:
-            _download(url, f, part, name, expected_size, sha256, progress, log, timeout, max_retries, backoff)
+            _download(url, f, part, name, expected_size, sha256, progress, timeout, max_retries, backoff)
     except BaseException:
         with contextlib.suppress(OSError):
             if os.path.getsize(part) == 0:
@@ -174,48 +182,46 @@ def fetch(
         raise
     problem = _check(part, expected_size, sha256)  # sizes were checked while streaming; this re-checks
     if problem is not None:
-        _remove(part)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(part)
         raise DownloadError(f"{url}: the downloaded file is not usable ({problem}); removed {part}")
     os.replace(part, final)
     _fsync_dir(dest_dir)
-    log(f"{name}: saved {final} ({os.path.getsize(final)} bytes)")
+    logger.info(f"{name}: saved {final} ({os.path.getsize(final)} bytes)")
     return final
 
 
 def _download(
     url: str, f: BinaryIO, part: str, name: str, expected_size: int | None, sha256: str | None,
-    progress: bool, log: Callable[[str], object], timeout: float, max_retries: int, backoff: float,
+    progress: bool, timeout: float, max_retries: int, backoff: float,
 ) -> None:
     """Fills the open ``.part`` file ``f`` with the whole of ``url``, retrying transient failures."""
     if expected_size is not None and _size(f) > expected_size:
-        log(f"{name}: {part} is larger than the expected {expected_size} bytes; starting over")
+        logger.info(f"{name}: {part} is larger than the expected {expected_size} bytes; starting over")
         _truncate(f, part)
     if expected_size is not None and _size(f) == expected_size:
         if sha256 is None or sha256_file(part).lower() == sha256.lower():
-            log(f"{name}: {part} is already complete")
+            logger.info(f"{name}: {part} is already complete")
             return
-        log(f"{name}: {part} has the expected size but the wrong SHA-256; starting over")
+        logger.info(f"{name}: {part} has the expected size but the wrong SHA-256; starting over")
         _truncate(f, part)
     for attempt in range(max_retries + 1):
         try:
-            _attempt(url, f, part, name, expected_size, progress, log, timeout)
+            _attempt(url, f, part, name, expected_size, progress, timeout)
             return
         except _Retry as e:
             have = _size(f)
             if attempt == max_retries:
                 tries = "attempt" if attempt == 0 else "attempts"
-                raise DownloadError(
-                    f"{url}: {e} after {attempt + 1} {tries}; {have} bytes are kept in {part}, "
-                    "run again to resume"
-                ) from None
+                raise DownloadError(f"{url}: {e} after {attempt + 1} {tries}; {have} bytes are kept in {part}, "
+                                    "run again to resume") from None
             delay = min(backoff * 2**attempt, MAX_BACKOFF)
-            log(f"{name}: {e}; retry {attempt + 1}/{max_retries} from byte {have} in {delay:g} s")
+            logger.info(f"{name}: {e}; retry {attempt + 1}/{max_retries} from byte {have} in {delay:g} s")
             time.sleep(delay)
 
 
 def _attempt(
-    url: str, f: BinaryIO, part: str, name: str, expected_size: int | None,
-    progress: bool, log: Callable[[str], object], timeout: float,
+    url: str, f: BinaryIO, part: str, name: str, expected_size: int | None, progress: bool, timeout: float,
 ) -> None:
     """One request: appends to ``f`` from its current size, or restarts it from zero."""
     have = _size(f)
@@ -231,9 +237,10 @@ def _attempt(
             total = _parse_content_range(e.headers.get("Content-Range"))[2] or expected_size
             if total == have:
                 return
-            log(f"{name}: {part} ({have} bytes) does not match the file on the server ({total} bytes); starting over")
+            logger.info(f"{name}: {part} ({have} bytes) does not match the file on the server ({total} bytes); "
+                        "starting over")
             _truncate(f, part)
-            return _attempt(url, f, part, name, expected_size, progress, log, timeout)
+            return _attempt(url, f, part, name, expected_size, progress, timeout)
         if e.code in RETRY_HTTP_CODES:
             raise _Retry(f"HTTP {e.code} {e.reason}") from None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
@@ -258,19 +265,18 @@ def _attempt(
         elif status == 200:
             if have:
                 if resume:
-                    log(f"{name}: the server does not resume downloads; starting over from byte 0")
+                    logger.info(f"{name}: the server does not resume downloads; starting over from byte 0")
                 _truncate(f, part)
                 have = 0
             total = length
         else:
             raise DownloadError(f"{url}: unexpected HTTP status {status}")
         if total is not None and expected_size is not None and total != expected_size:
-            raise DownloadError(
-                f"{url}: the server's file has {total} bytes but {expected_size} were expected; not downloading it"
-            )
+            raise DownloadError(f"{url}: the server's file has {total} bytes but {expected_size} were expected; "
+                                "not downloading it")
         total = total if total is not None else expected_size
         _check_free_space(part, None if total is None else total - have)
-        bar = _ProgressBar(name, total, have, progress)
+        bar = progress_bars.bar(total, name, unit="B", enabled=progress, initial=have, unit_scale=True)
         try:
             while True:
                 try:
@@ -284,36 +290,46 @@ def _attempt(
                     raise DownloadError(f"{url}: the server sent more than {total} bytes; discarded them")
                 _write_chunk(f, chunk, part)
                 have += len(chunk)
-                bar.update(have)
+                bar.update(len(chunk))
         finally:
             bar.close()
-            _flush(f, part)
+            with _writing(part):
+                f.flush()
+                os.fsync(f.fileno())
     if total is not None and have < total:
         raise _Retry(f"connection closed at byte {have} of {total}")
 
 
 def _write_chunk(f: BinaryIO, chunk: bytes, part: str) -> None:
     """Appends ``chunk`` to ``f``; disk errors become a DownloadError (not retried)."""
-    try:
+    with _writing(part):
         f.write(chunk)
-    except OSError as e:
-        raise _disk_error(e, part) from e
 
 
-def _flush(f: BinaryIO, part: str) -> None:
+def _truncate(f: BinaryIO, part: str) -> None:
+    with _writing(part):
+        f.truncate(0)  # append mode: the next write lands at byte 0
+
+
+@contextlib.contextmanager
+def _writing(part: str):
+    """Turns an OSError while writing ``part`` into a DownloadError (disk full, quota, I/O error)."""
     try:
-        f.flush()
-        os.fsync(f.fileno())
+        yield
     except OSError as e:
         raise _disk_error(e, part) from e
 
 
 def _disk_error(e: OSError, part: str) -> DownloadError:
     if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        err = DownloadError(f"disk full while writing {part}; free some space and run again to resume")
-    else:
-        err = DownloadError(f"cannot write {part}: {e.strerror or e}")
-    err.errno = e.errno
+        return _error(f"disk full while writing {part}; free some space and run again to resume", e.errno)
+    return _error(f"cannot write {part}: {e.strerror or e}", e.errno)
+
+
+def _error(message: str, code: int | None) -> DownloadError:
+    """A DownloadError with ``errno`` set (its message stays the plain text)."""
+    err = DownloadError(message)
+    err.errno = code
     return err
 
 
@@ -326,11 +342,8 @@ def _check_free_space(part: str, needed: int | None) -> None:
     except OSError:
         return
     if free < needed:
-        err = DownloadError(
-            f"not enough disk space for {part}: {needed / MB:.1f} MB needed, {free / MB:.1f} MB free"
-        )
-        err.errno = errno.ENOSPC
-        raise err
+        raise _error(f"not enough disk space for {part}: {needed / MB:.1f} MB needed, {free / MB:.1f} MB free",
+                     errno.ENOSPC)
 
 
 @contextlib.contextmanager
@@ -340,12 +353,8 @@ def _open_part(part: str):
         f = open(part, "ab")
     except OSError as e:
         raise DownloadError(f"cannot open {part}: {e.strerror or e}") from e
-    with f:
-        if fcntl is not None:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise DownloadError(f"{part} is being downloaded by another process; wait for it") from None
+    busy = f"{part} is being downloaded by another process; wait for it"
+    with f, files.exclusive_lock(f.fileno(), lambda: DownloadError(busy)):
         yield f
 
 
@@ -373,78 +382,18 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int
     match = _CONTENT_RANGE.fullmatch(value.strip()) if value else None
     if match is None:
         return None, None, None
-    start, end, total = match.groups()
-    return (
-        int(start) if start else None,
-        int(end) if end else None,
-        int(total) if total and total != "*" else None,
-    )
+    return tuple(int(x) if x and x != "*" else None for x in match.groups())  # type: ignore[return-value]
 
 
 def _size(f: BinaryIO) -> int:
     return os.fstat(f.fileno()).st_size
 
 
-def _truncate(f: BinaryIO, part: str) -> None:
-    try:
-        f.truncate(0)  # append mode: the next write lands at byte 0
-    except OSError as e:
-        raise _disk_error(e, part) from e
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
-
-
 def _fsync_dir(folder: str) -> None:
-    """Makes a rename durable (POSIX); a no-op where folders cannot be opened."""
-    try:
+    """Makes a rename durable (POSIX); a no-op where folders cannot be opened or synced."""
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-class _ProgressBar:
-    """One-line text bar on stderr: bar, percent, MB done/total, MB/s."""
-
-    def __init__(self, label: str, total: int | None, start: int, enabled: bool, stream=None):
-        self.label, self.total, self.start, self.enabled = label, total, start, enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.t0 = self.last = time.monotonic()
-        self.done = start
-        self.drawn = False
-
-    def update(self, done: int) -> None:
-        self.done = done
-        now = time.monotonic()
-        if self.enabled and (now - self.last >= PROGRESS_INTERVAL or not self.drawn):
-            self.last = now
-            self._draw(now)
-
-    def close(self) -> None:
-        if self.enabled:
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def _draw(self, now: float) -> None:
-        rate = (self.done - self.start) / MB / max(now - self.t0, 1e-6)
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            fill = int(frac * PROGRESS_WIDTH)
-            text = (
-                f"{self.label} [{'#' * fill}{'.' * (PROGRESS_WIDTH - fill)}] {100 * frac:5.1f}% "
-                f"{self.done / MB:.1f}/{self.total / MB:.1f} MB {rate:.1f} MB/s"
-            )
-        else:
-            text = f"{self.label} {self.done / MB:.1f} MB {rate:.1f} MB/s"
-        self.stream.write("\r" + text)
-        self.stream.flush()
-        self.drawn = True
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

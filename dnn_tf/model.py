@@ -14,8 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from dnn_tf import augment
+from dnn_tf.config import INITS
+from dnn_tf.notmnist import IMAGE_PIXELS, NUM_CLASSES
 
-INITS = ("truncated_normal", "he")
 COMPUTE_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 
 # Standard deviation of a unit normal truncated to [-2, 2] (what
@@ -58,8 +59,9 @@ class MLP(tf.Module):
     logits are returned as float32.
     """
 
-    def __init__(self, hidden_sizes: Sequence[int] = (), num_classes: int = 10, input_size: int = 784,
-                 dropout_rate: float = 0.0, init: str = "truncated_normal", init_stddev: float = 1.0,
+    def __init__(self, hidden_sizes: Sequence[int] = (), num_classes: int = NUM_CLASSES,
+                 input_size: int = IMAGE_PIXELS, dropout_rate: float = 0.0, init: str = "truncated_normal",
+                 init_stddev: float = 1.0,
                  seed: int = 0, compute_dtype=tf.float32, deskew: bool = False, name: str | None = None):
         """Creates the variables.
 

@@ -77,7 +77,7 @@ def results_rows(results: Iterable[Mapping[str, Any]], dataset: str) -> list[dic
     """One table row per training run.
 
     Args:
-      results: ``TrainResult.to_dict()``-shaped dicts: ``config`` (dict with at least ``name``;
+      results: ``TrainResult.to_dict()``-shaped dicts: ``name`` (the preset), ``config`` (a dict;
         ``seed`` and ``steps`` used when present), ``valid_accuracy``, ``test_accuracy``,
         ``test_sanitized_accuracy`` (may be None/absent), ``train_examples`` (may be absent),
         ``steps``, ``seconds``, ``device``. A run with ``config.train_on_valid`` trained on the
@@ -90,16 +90,16 @@ def results_rows(results: Iterable[Mapping[str, Any]], dataset: str) -> list[dic
       seconds, device, seed, dataset.
 
     Raises:
-      ValueError: a result without ``config.name`` or with a non-numeric accuracy.
+      ValueError: a result without ``name`` or with a non-numeric accuracy.
     """
     rows = []
     for i, result in enumerate(results):
         if not isinstance(result, Mapping):
             raise ValueError(f"result {i} must be a dict, got {type(result).__name__}")
         config = result.get("config")
-        if not isinstance(config, Mapping) or not config.get("name"):
-            raise ValueError(f"result {i} has no config name")
-        name = str(config["name"])
+        if not isinstance(config, Mapping) or not result.get("name"):
+            raise ValueError(f"result {i} has no name or no config")
+        name = str(result["name"])
         steps = result.get("steps", config.get("steps"))
         seed = config.get("seed")
         held_out = not config.get("train_on_valid")
@@ -265,7 +265,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], dataset_description: str
 def results_json(rows: Sequence[Mapping[str, Any]], dataset: Any,
                  aggregated: Sequence[Mapping[str, Any]] | None = None,
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The machine-readable report (write it with ``dnn_tf.io.write_json``).
+    """The machine-readable report (write it with ``dnn_tf.files.write_json``).
 
     Args:
       rows: rows from ``results_rows``.

@@ -13,8 +13,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from dnn_tf import baseline, io
-from dnn_tf.cli import ArgumentParser, run
+from dnn_tf import baseline, dataset, files
+from dnn_tf.cli import ArgumentParser, add_output_flags, run, setup_output
 
 PROG = "baseline_logreg"
 
@@ -39,6 +39,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--max-iter", type=int, default=baseline.DEFAULT_MAX_ITER,
                         help="L-BFGS iterations (default: sklearn's 100)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
+    add_output_flags(parser)
     return parser
 
 
@@ -53,13 +54,12 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def _body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from dnn_tf.data import load_pickle  # numpy-only loader with a restricted unpickler
-
-    data = load_pickle(args.data)
+    setup_output(args)
+    data = dataset.load(args.data)  # restricted unpickler + schema check
     rows = baseline.run_baseline(data, sizes=args.sizes, l2=args.l2, max_iter=args.max_iter)
     print(format_table(rows))
     if args.out:
-        io.write_json(args.out, rows)
+        files.write_json(args.out, rows)
     return 0
 
 

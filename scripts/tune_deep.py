@@ -5,7 +5,7 @@
         --candidate base \
         --candidate wide hidden_sizes=2048x1024 dropout_rate=0.5 \
         --candidate adam optimizer=adam learning_rate=1e-3 \
-        --seeds 0,1,2 [--preset deep] [--set steps=2001] [--with-test] [--folds 0,1,2,3]
+        --seeds 0,1,2 [--preset deep] [--set steps=2001] [--with-test] [--folds 0,1,2,3 [--fold-size N]]
 
 Each ``--candidate NAME [FIELD=VALUE ...]`` is the ``--preset`` (default
 ``deep``) with those overrides; the pseudo-field ``preset=OTHER`` starts from
@@ -20,9 +20,11 @@ Test accuracy is left out unless ``--with-test`` is given: choose on
 validation, then rerun the chosen configurations with ``--with-test``.
 
 ``--folds K[,K...]`` checks a choice on more held-out images than the one
-validation split (800 images on the sample, about 1 point of noise): for each
-fold K, images ``[K * 800, (K + 1) * 800)`` of train + valid are held out and
-the rest trained on (``fold_splits``); the test split is not used at all.
+validation split (1,430 images of notMNIST_small_dev, about 0.6 points of noise):
+for each fold K, images ``[K * N, (K + 1) * N)`` of train + valid are held out
+(N = ``--fold-size``, by default the validation split's size) and the rest trained
+on (``fold_splits``); the test split is not used at all. Runs print nothing but
+their one result line (``--verbose`` shows the training log).
 """
 
 from __future__ import annotations
@@ -40,16 +42,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dnn_tf import io  # noqa: E402
-from dnn_tf.cli import ArgumentParser, UsageError, run  # noqa: E402
-from dnn_tf.config import PRESETS, TrainConfig, get_preset, parse_value  # noqa: E402
+from dnn_tf import dataset, files, presets  # noqa: E402
+from dnn_tf.cli import (ArgumentParser, UsageError, add_output_flags, import_tensorflow, positive_int,  # noqa: E402
+                        run, setup_output)
 
 PROG = "tune_deep"
 DEFAULT_PRESET = "deep"
 DEFAULT_SEEDS = (0, 1, 2)
 PRESET_KEY = "preset"
 MARKDOWN_SUFFIX = ".md"
-FOLD_SIZE = 800  # images held out per fold: the size of the sample's validation split
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -73,36 +74,41 @@ def build_parser() -> ArgumentParser:
                    help="override applied to every candidate (repeatable)")
     p.add_argument("--seeds", type=_seeds, default=DEFAULT_SEEDS, help="comma-separated seeds (default: 0,1,2)")
     p.add_argument("--folds", type=_seeds, default=None,
-                   help=f"comma-separated folds: validate on {FOLD_SIZE}-image slices of train + valid instead "
-                        "of the validation split (the test split is not used)")
+                   help="comma-separated folds: validate on slices of train + valid instead of the validation "
+                        "split (the test split is not used)")
+    p.add_argument("--fold-size", type=positive_int, default=None,
+                   help="images per fold (default: the size of the validation split)")
     p.add_argument("--with-test", action="store_true",
                    help="also record test accuracy (only after choosing on validation)")
     p.add_argument("--resume", action="store_true", help="skip (config, seed) runs already in --out")
     p.add_argument("--dry-run", action="store_true", help="print the candidates' configs and exit")
+    add_output_flags(p)
     return p
 
 
-def _overrides(base: TrainConfig, items: Sequence[str], what: str) -> dict[str, Any]:
+def _texts(items: Sequence[str], what: str) -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise UsageError(f"{what}: expected FIELD=VALUE, got {item!r}")
-        out[key.strip()] = parse_value(base, key.strip(), value)
+        out[key.strip()] = value
     return out
 
 
-def fold_splits(data: dict, folds: Sequence[int], size: int = FOLD_SIZE) -> Iterator[tuple[int, dict]]:
+def fold_splits(data: dict, folds: Sequence[int], size: int | None = None) -> Iterator[tuple[int, dict]]:
     """Yields ``(fold, data of that fold)`` for each of ``folds``, one at a time.
 
     Of train + valid concatenated, images ``[fold * size, (fold + 1) * size)``
     become the validation split (and stand in for the test split, which is left
     out so it is never evaluated) and the rest the training split. Every fold is
     checked before the first is yielded, so a bad one fails before any training.
+    ``size`` defaults to the size of the validation split.
 
     Raises:
       UsageError: a fold outside train + valid.
     """
+    size = size or len(data["valid_labels"])
     images = np.concatenate([data["train_dataset"], data["valid_dataset"]])
     labels = np.concatenate([data["train_labels"], data["valid_labels"]])
     count = len(images) // size
@@ -118,14 +124,14 @@ def fold_splits(data: dict, folds: Sequence[int], size: int = FOLD_SIZE) -> Iter
 
 
 def make_candidates(preset: str, specs: Sequence[Sequence[str]],
-                    common: Sequence[str]) -> dict[str, tuple[str, TrainConfig]]:
-    """``{name: (starting preset, config)}`` for ``--candidate`` specs (default: the preset alone).
+                    common: Sequence[str]) -> dict[str, presets.Preset]:
+    """``{name: preset}`` for ``--candidate`` specs (default: the preset alone), named after the candidate.
 
     Raises:
       UsageError: duplicate names, unknown preset/field or a bad value.
     """
     specs = specs or [["base"]]
-    out: dict[str, tuple[str, TrainConfig]] = {}
+    out: dict[str, presets.Preset] = {}
     for name, *items in specs:
         if name in out:
             raise UsageError(f"duplicate candidate name {name!r}")
@@ -138,12 +144,10 @@ def make_candidates(preset: str, specs: Sequence[Sequence[str]],
             else:
                 rest.append(item)
         try:
-            base = get_preset(start)
-            config = base.replace(**_overrides(base, common, "--set"))
-            config = config.replace(**_overrides(config, rest, f"candidate {name}"))
+            chosen = presets.get(start).parse(_texts(common, "--set")).parse(_texts(rest, f"candidate {name}"))
         except ValueError as e:
             raise UsageError(f"candidate {name}: {e}") from None
-        out[name] = (start, config)
+        out[name] = chosen
     return out
 
 
@@ -182,32 +186,38 @@ def markdown(summary: Sequence[dict], with_test: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _diff(config: TrainConfig, reference: TrainConfig) -> dict[str, Any]:
-    a, b = config.to_dict(), reference.to_dict()
-    return {k: v for k, v in a.items() if k not in ("name", "seed") and v != b[k]}
+def _diff(preset: presets.Preset) -> dict[str, Any]:
+    """The fields in which ``preset`` differs from the preset it starts from (seed aside)."""
+    start = presets.get(preset.name)
+    a = preset.config.to_dict() | preset.settings.to_dict()
+    b = start.config.to_dict() | start.settings.to_dict()
+    return {k: v for k, v in a.items() if k != "seed" and v != b[k]}
 
 
 def _write(path: str, rows: list[dict], with_test: bool) -> None:
     summary = summarize(rows, with_test)
-    io.write_json(path, {"rows": rows, "summary": summary, "with_test": with_test})
-    io.write_text(str(Path(path).with_suffix(MARKDOWN_SUFFIX)), markdown(summary, with_test))
+    files.write_json(path, {"rows": rows, "summary": summary, "with_test": with_test})
+    files.write_text(str(Path(path).with_suffix(MARKDOWN_SUFFIX)), markdown(summary, with_test))
 
 
 def _body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.preset not in PRESETS:
-        raise UsageError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    if args.preset not in presets.PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}; choose from {', '.join(presets.PRESETS)}")
     candidates = make_candidates(args.preset, args.candidate, args.set)
     if args.folds and args.with_test:
         raise UsageError("--folds leaves the test split out; drop --with-test")
     if args.dry_run:
-        for name, (start, config) in candidates.items():
-            print(f"{name}: {start} {_diff(config, get_preset(start))}")
+        for name, preset in candidates.items():
+            print(f"{name}: {preset.name} {_diff(preset)}")
         return 0
-    from dnn_tf.data import load_pickle
-
-    data = load_pickle(args.data)  # before importing TensorFlow: a bad path fails fast
+    data = dataset.load(args.data)  # before importing TensorFlow: a bad path fails fast
+    if not args.verbose:
+        args.quiet = True  # one result line per run, not the training log
+    setup_output(args)
+    import_tensorflow(args)
     from dnn_tf.train import train_and_evaluate
+
     rows: list[dict] = []
     if args.resume and os.path.exists(args.out):
         import json
@@ -215,20 +225,20 @@ def _body(argv: Sequence[str] | None) -> int:
         with open(args.out, encoding="utf-8") as f:
             rows = json.load(f)["rows"]
     done = {(r["candidate"], r["seed"], r.get("fold"), repr(sorted(r["config"].items()))) for r in rows}
-    splits = fold_splits(data, args.folds) if args.folds else [(None, data)]
+    splits = fold_splits(data, args.folds, args.fold_size) if args.folds else [(None, data)]
     total = len(args.folds or (None,)) * len(candidates) * len(args.seeds)
     k = 0
     for fold, fold_data in splits:  # one fold's arrays at a time (itertools.product would build them all)
-        for (name, (start, config)), seed in itertools.product(candidates.items(), args.seeds):
+        for (name, preset), seed in itertools.product(candidates.items(), args.seeds):
             k += 1
-            cfg = config.replace(seed=seed, name=name)
+            cfg = preset.config.replace(seed=seed)
             key = (name, seed, fold, repr(sorted(cfg.to_dict().items())))
             if key in done:
                 continue
             t0 = time.perf_counter()
-            result = train_and_evaluate(cfg, fold_data, out_dir=None, log=lambda *_: None, progress=False)
-            row = {"candidate": name, "seed": seed, "fold": fold, "preset": start,
-                   "overrides": _diff(cfg, get_preset(start)),
+            result = train_and_evaluate(cfg, fold_data, preset.settings, name=name)
+            row = {"candidate": name, "seed": seed, "fold": fold, "preset": preset.name,
+                   "overrides": _diff(preset),
                    "valid_accuracy": result.valid_accuracy,
                    "valid_curve": [(h["step"], h["valid_accuracy"]) for h in result.history],
                    "seconds": result.seconds, "wall_seconds": time.perf_counter() - t0,

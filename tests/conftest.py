@@ -1,8 +1,10 @@
 """Shared pytest setup: ``tests/`` on sys.path (for ``from fixtures import ...``), the
-``shared_sample`` fixture, and skipping ``@pytest.mark.shared`` tests when ../shared is absent."""
+``shared_sample`` fixture, skipping ``@pytest.mark.shared`` tests when ../shared is absent,
+``log_lines`` (what the ``dnn_tf`` logger said) and a clean ``dnn_tf`` logger per test."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -47,3 +49,32 @@ def tiny_dataset() -> dict:
     from fixtures import make_dataset
 
     return make_dataset(train_per_class=20, valid_per_class=5, test_per_class=5)
+
+
+@pytest.fixture(autouse=True)
+def _restore_dnn_tf_logger():
+    """A CLI run in-process configures the ``dnn_tf`` logger (``console.setup_logging``); undo it after each test."""
+    logger = logging.getLogger("dnn_tf")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
+@pytest.fixture
+def log_lines() -> list[str]:
+    """The messages the ``dnn_tf`` logger emits during the test (INFO and up), in order."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("dnn_tf")
+    handler, level = Collect(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)

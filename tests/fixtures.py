@@ -27,10 +27,11 @@ from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
 from PIL import Image
 
-from dnn_tf.archive import IMAGE_SIZE, LETTERS, MAX_MEMBER_BYTES, normalize
+from dnn_tf.archive import MAX_MEMBER_BYTES
+from dnn_tf.notmnist import IMAGE_SIZE, LETTERS, normalize
 
 # The keys of metrics.json (TrainResult.to_dict()).
-RESULT_KEYS = frozenset({"config", "history", "valid_accuracy", "test_accuracy", "valid_sanitized_accuracy",
+RESULT_KEYS = frozenset({"name", "config", "history", "valid_accuracy", "test_accuracy", "valid_sanitized_accuracy",
                          "test_sanitized_accuracy", "steps", "train_examples", "seconds", "device"})
 FONT_FAMILIES = (
     ("DejaVu Sans", "normal", "normal"),
@@ -336,13 +337,14 @@ def _key_order(key: str) -> tuple[int, str]:
 
 
 def stripes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class c = a brighter band on rows 2c..2c+1, plus noise: learnable in a few steps."""
+    """Class c = a brighter band on rows 2c..2c+1, plus noise, pixels in [-0.5, 0.5] like notMNIST's:
+    learnable in a few steps."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, n).astype(np.int32)
-    images = rng.normal(-0.3, 0.2, (n, 28, 28)).astype(np.float32)
+    images = rng.normal(-0.3, 0.1, (n, 28, 28)).astype(np.float32)
     for row in (0, 1):
-        images[np.arange(n), 2 * labels + row, :] += 1.5
-    return images, labels
+        images[np.arange(n), 2 * labels + row, :] += 0.7
+    return np.clip(images, -0.5, 0.5), labels
 
 
 def make_stripes_dataset(n_train: int = 640, n_eval: int = 200, sanitized: bool = False,

@@ -1,4 +1,5 @@
-"""archive.read_images: decoding, labels, normalization, hostile members, errors, parallelism."""
+"""Source -> arrays: archive (members, refusals), png (decoding) and decode.read_images (labels,
+normalization, errors, parallelism, progress)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,10 @@ from fixtures import (
     png_bytes,
 )
 
-from dnn_tf.archive import (
-    LETTERS,
-    MAX_MEMBER_BYTES,
-    DataError,
-    ProgressBar,
-    class_of,
-    decode_png,
-    normalize,
-    read_images,
-)
+from dnn_tf.archive import MAX_MEMBER_BYTES, check_source, class_of
+from dnn_tf.decode import read_images
+from dnn_tf.notmnist import LETTERS, DataError, normalize
+from dnn_tf.png import decode_png
 
 
 def _write_tar(path, members: dict[str, bytes], mode: str = "w:gz") -> str:
@@ -198,6 +193,9 @@ def test_bad_sources_raise_one_clear_error(tmp_path, make, match):
     with pytest.raises(DataError, match=match) as e:
         read_images(path, workers=1)
     assert "\n" not in str(e.value)
+    if match != "no A..J folders":  # check_source opens the source, it does not read it all
+        with pytest.raises(DataError, match=match):
+            check_source(path)
 
 
 def test_truncated_archive_is_an_error(tmp_path, fixture_archive):
@@ -218,18 +216,17 @@ def test_oversized_member_is_not_read(tmp_path):
     assert got.skipped == [("r/B/big.png", reason)]
 
 
-def test_progress_bar(capsys, fixture_archive):
-    stream = io.StringIO()
-    bar = ProgressBar(100, "work", stream=stream)
-    bar.update(50, count=5)
-    assert stream.getvalue() == ""  # not a terminal: only the final line
-    bar.close(count=10)
-    assert stream.getvalue().startswith("work [") and "100%" in stream.getvalue()
+def test_progress_bar(capsys, fixture_archive, tmp_path):
     read_images(fixture_archive["path"], workers=1, progress=True)
     err = capsys.readouterr().err
-    assert "100%" in err and "211 images" in err
+    assert "decode notMNIST_small.tar.gz" in err and "100%" in err and "211 images" in err
+    assert err.endswith("\n")  # the bar's final line is left in place
     read_images(fixture_archive["path"], workers=1, progress=False)
     assert capsys.readouterr().err == ""
+    folder = make_fixture_folder(tmp_path / "x", per_class=2, extra_bad=False)["path"]
+    read_images(folder, workers=1, progress=True)
+    err = capsys.readouterr().err
+    assert "100%" in err and "20/20" in err and "files/s" in err and "20 images" in err  # folders count files
 
 
 def test_bad_arguments(fixture_archive):
@@ -262,8 +259,8 @@ _TEST_PROCESS = os.getpid()
 
 
 def _die_in_worker(blobs):
-    """Stand-in for archive._decode_chunk: a worker killed mid-chunk (OOM killer, decoder crash)."""
-    from dnn_tf.archive import decode_png
+    """Stand-in for decode._decode_chunk: a worker killed mid-chunk (OOM killer, decoder crash)."""
+    from dnn_tf.png import decode_png
 
     if os.getpid() != _TEST_PROCESS:
         os._exit(3)
@@ -276,12 +273,38 @@ def _die_in_worker(blobs):
 def test_dead_worker_processes_fall_back_to_decoding_here(fixture_archive, monkeypatch):
     import multiprocessing
 
-    from dnn_tf import archive
+    from dnn_tf import decode
 
-    monkeypatch.setattr(archive, "_decode_chunk", _die_in_worker)  # picklable by name, inherited by fork
-    monkeypatch.setattr(archive, "_mp_context", lambda: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(decode, "_decode_chunk", _die_in_worker)  # picklable by name, inherited by fork
+    monkeypatch.setattr(decode, "_mp_context", lambda: multiprocessing.get_context("fork"))
     with pytest.warns(RuntimeWarning, match="decoded the rest in this process"):
         got = read_images(fixture_archive["path"], workers=2, chunk_size=16)
     assert got.names == fixture_archive["names"]
     np.testing.assert_array_equal(got.images, normalize(fixture_archive["images"]))
     assert len(got.skipped) == len(fixture_archive["bad"])
+
+
+def test_a_progress_bar_made_earlier_does_not_turn_fork_into_spawn(monkeypatch):
+    import multiprocessing
+    import sys
+    import threading
+
+    from dnn_tf import decode, progress
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    progress.bar(3, "x", enabled=True).close()  # tqdm would leave its idle monitor thread running
+    assert "tqdm_monitor" not in [t.name for t in threading.enumerate()]
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if others:
+        pytest.skip(f"other threads run in this test process: {others}")
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)  # another test file may have imported it
+    assert decode._mp_context().get_start_method() == "fork"
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait, daemon=True)
+    worker.start()  # any other thread: spawn
+    try:
+        assert decode._mp_context().get_start_method() == "spawn"
+    finally:
+        stop.set()
+        worker.join()

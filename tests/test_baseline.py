@@ -155,10 +155,10 @@ def _course_dict(n_train=300, n_eval=200, seed=0):
     return d
 
 
-def test_run_baseline_rows():
+def test_run_baseline_rows(log_lines):
     data = _course_dict()
-    lines = []
-    rows = run_baseline(data, sizes=(20, 300), max_iter=50, log=lines.append)
+    rows = run_baseline(data, sizes=(20, 300), max_iter=50)
+    lines = [line for line in log_lines if "train_size=" in line]
     assert [r["train_size"] for r in rows] == [20, 300]
     for r in rows:
         assert set(r) == {"train_size", "test_accuracy", "valid_accuracy", "iterations", "seconds"}
@@ -173,12 +173,12 @@ def test_run_baseline_rows():
 def test_run_baseline_rejects_bad_input():
     data = _course_dict(n_train=30, n_eval=10)
     with pytest.raises(ValueError, match="sizes"):
-        run_baseline(data, sizes=(31,), log=lambda s: None)
+        run_baseline(data, sizes=(31,))
     with pytest.raises(ValueError, match="sizes"):
-        run_baseline(data, sizes=(), log=lambda s: None)
+        run_baseline(data, sizes=())
     del data["test_labels"]
     with pytest.raises(ValueError, match="test_labels"):
-        run_baseline(data, sizes=(10,), log=lambda s: None)
+        run_baseline(data, sizes=(10,))
 
 
 def test_baseline_does_not_import_tensorflow():
@@ -205,15 +205,15 @@ def test_script_bad_arguments_exit_2_on_one_line(argv, capsys):
 
 
 def test_script_missing_file_one_line_error(tmp_path, capsys):
-    pytest.importorskip("dnn_tf.data")
+    pytest.importorskip("dnn_tf.dataset")
     assert _script().main(["--data", str(tmp_path / "missing.pickle")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("baseline_logreg: error:") and err.count("\n") == 1
 
 
 def test_script_prints_table_and_writes_json(tmp_path, capsys):
-    pytest.importorskip("dnn_tf.data")
-    from dnn_tf.io import save_pickle
+    pytest.importorskip("dnn_tf.dataset")
+    from dnn_tf.files import save_pickle
 
     data = _course_dict(n_train=120, n_eval=50)
     # The merged pickle also carries the sanitized splits.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dnn_tf.config import get_preset
+from dnn_tf import presets
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -56,8 +56,8 @@ def test_train_throughput_ends_with_three_ratio_lines(tiny, capsys):
     for c in data["configs"]:
         for r in c["rows"]:
             assert r["steps_per_s"] > 0 and r["examples_per_s"] == pytest.approx(r["steps_per_s"] * r["batch"])
-    preset = get_preset("relu1024")  # "ours" is the preset's own setting, whatever it is
-    assert data["ours_default"] == {"steps_per_call": preset.steps_per_call, "xla": preset.xla}
+    settings = presets.get("relu1024").settings  # "ours" is the preset's own setting, whatever it is
+    assert data["ours_default"] == {"steps_per_call": settings.steps_per_call, "xla": settings.xla}
     e = data["eval"]
     assert e["evaluations"] == 3 and 0 < e["eval_cost_pct"] < 100  # steps 0, 50, 100 of a 101-step run
     assert "| 784-1024-10 | 128 | ours |" in (out / "train_throughput.md").read_text()
@@ -96,7 +96,7 @@ def test_prepare_baseline_reads_like_the_course(tmp_path):
     import numpy as np
     import prepare_throughput as pt
 
-    from dnn_tf.archive import read_images
+    from dnn_tf.decode import read_images
 
     sys.path.insert(0, str(Path(__file__).parent))
     from fixtures import make_fixture_archive

@@ -13,9 +13,11 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
-from fixtures import make_fixture_archive
+from fixtures import make_dataset, make_fixture_archive
 
+from dnn_tf import files
 from dnn_tf.cli import evaluate as evaluate_cli
 from dnn_tf.cli import prepare as prepare_cli
 from dnn_tf.cli import reproduce as reproduce_cli
@@ -40,8 +42,18 @@ def places(tmp_path_factory) -> dict[str, str]:
         info = tarfile.TarInfo("A/../../x.png")
         info.size = 3
         tar.addfile(info, io.BytesIO(b"png"))
+    good = make_dataset(train_per_class=2, valid_per_class=1, test_per_class=1)
+    raw = dict(good, train_dataset=np.round(good["train_dataset"] * 255 + 127.5).astype(np.uint8))
+    files.save_pickle(d / "raw.pickle", raw)  # the images as 0..255 bytes, never normalized
+    scaled = dict(good, valid_dataset=good["valid_dataset"] * 255 + 127.5)  # float, but 0..255
+    scaled["valid_dataset"][0, 0, :2] = 0.0, 255.0
+    files.save_pickle(d / "scaled.pickle", scaled)
+    nan = dict(good, test_dataset=good["test_dataset"].copy())
+    nan["test_dataset"][3, 5, 5] = np.nan
+    files.save_pickle(d / "nan.pickle", nan)
     return {"archive": archive, "file": str(d / "file.txt"), "dir": str(d), "run": str(d / "run"),
-            "evil": str(d / "evil.pickle"), "nothing": str(d / "nothing.tar.gz"), "missing": str(d / "missing")}
+            "evil": str(d / "evil.pickle"), "nothing": str(d / "nothing.tar.gz"), "missing": str(d / "missing"),
+            "raw": str(d / "raw.pickle"), "scaled": str(d / "scaled.pickle"), "nan": str(d / "nan.pickle")}
 
 
 # (program, argv with {placeholders}, words the one stderr line must contain)
@@ -85,12 +97,19 @@ CASES = [
     ("dnn-tf-train", "--data {missing}.pickle --out {dir}/t1", "data file {missing}.pickle not found"),
     ("dnn-tf-train", "--data {evil} --out {dir}/t2", "refusing to load"),
     ("dnn-tf-train", "--data {archive} --out {dir}/t3", "truncated or corrupt"),
+    ("dnn-tf-train", "--data {raw} --out {dir}/t4", "train_dataset must be float32 (n, 28, 28), got uint8 (20, 28, 28):"
+     " looks like raw 0..255 pixels: run dnn-tf-prepare"),
+    ("dnn-tf-train", "--data {scaled} --out {dir}/t5", "valid_dataset must hold normalized pixels in [-1, 1], got "
+     "0..255: looks like raw 0..255 pixels: run dnn-tf-prepare"),
+    ("dnn-tf-train", "--data {nan} --out {dir}/t6", "test_dataset[3] has NaN or infinite pixels"),
     # dnn-tf-evaluate: model and images
     ("dnn-tf-evaluate", "--model {missing} --images {archive}", "no SavedModel in {missing}"),
     ("dnn-tf-evaluate", "--model {run} --images {missing}.tar.gz", "{missing}.tar.gz does not exist"),
     ("dnn-tf-evaluate", "--model {run} --images {nothing}", "no A..J folders found"),
     ("dnn-tf-evaluate", "--model {run} --images {file}", "is not a tar archive"),
     ("dnn-tf-evaluate", "--model {run} --images {evil}", "refusing to load"),
+    ("dnn-tf-evaluate", "--model {run} --images {raw}", "looks like raw 0..255 pixels: run dnn-tf-prepare"),
+    ("dnn-tf-evaluate", "--model {run} --images {nan}", "test_dataset[3] has NaN or infinite pixels"),
     ("dnn-tf-evaluate", "--model {run} --images {archive} --batch-size 0", "--batch-size must be > 0"),
     ("dnn-tf-evaluate", "--model {run} --images {archive} --split bogus", "invalid choice: 'bogus'"),
     ("dnn-tf-evaluate", "--images {archive}", "the following arguments are required: --model"),
@@ -99,7 +118,7 @@ CASES = [
     ("dnn-tf-reproduce", "--presets relu1024,deeep", "unknown preset(s) deeep"),
     ("dnn-tf-reproduce", "--presets ,", "unknown preset(s)"),
     ("dnn-tf-reproduce", "--seeds -1", "expected seeds >= 0"),
-    ("dnn-tf-reproduce", "--workers 0", "expected a positive integer"),
+    ("dnn-tf-reproduce", "--workers 0", "--workers: invalid positive integer value: '0'"),
     ("dnn-tf-reproduce", "--train-archive {missing}.tar.gz --data-dir {dir}/r1 --quick", "{missing}.tar.gz"),
 ]
 
@@ -117,13 +136,13 @@ def _call(main, argv) -> int:
 
 @pytest.mark.parametrize("prog, argv, words", CASES, ids=[f"{p[7:]}:{a}" for p, a, _ in CASES])
 def test_bad_flag_or_input_is_one_line_and_exit_2(prog, argv, words, places, capsys, monkeypatch):
-    from dnn_tf import data
+    from dnn_tf import class_pickles
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("argument errors must be reported before any decoding")
 
     if "smaller than" in words or "output folder" in words:
-        monkeypatch.setattr(data, "read_images", no_decoding)
+        monkeypatch.setattr(class_pickles, "read_images", no_decoding)
     status = _call(MAINS[prog], _fill(argv, places).split())
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]

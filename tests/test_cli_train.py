@@ -5,15 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dnn_tf import io
+from dnn_tf import files, inference
 from dnn_tf.cli import evaluate as evaluate_cli
 from dnn_tf.cli import train as train_cli
-from dnn_tf.config import PRESETS
+from dnn_tf.presets import PRESETS
 from fixtures import RESULT_KEYS
 
 SCRIPTS = Path(__file__).absolute().parents[1] / "scripts"
@@ -23,7 +26,7 @@ FAST = ["--steps", "21", "--log-every", "10", "--quiet", "--learning-rate", "0.0
 @pytest.fixture(scope="module")
 def dataset(tiny_dataset, tmp_path_factory) -> tuple[str, dict]:
     path = tmp_path_factory.mktemp("data") / "notMNIST.pickle"
-    io.save_pickle(path, tiny_dataset)
+    files.save_pickle(path, tiny_dataset)
     return str(path), tiny_dataset
 
 
@@ -92,13 +95,31 @@ def test_list_presets(capsys):
 def test_flags_and_set_override_the_preset():
     args = train_cli.build_parser().parse_args(
         ["--preset", "relu1024", "--hidden-sizes", "64,32", "--batch-size", "none", "--xla",
-         "--mixed-precision", "false", "--set", "l2_beta=1e-3", "--set", "steps=7", "--seed", "3"])
-    config = train_cli.make_config(args)
-    assert config.hidden_sizes == (64, 32) and config.batch_size is None and config.xla is True
+         "--mixed-precision", "false", "--set", "l2_beta=1e-3", "--set", "steps=7", "--seed", "3",
+         "--set", "log_every=2"])
+    preset = train_cli.make_preset(args)
+    config, settings = preset.config, preset.settings
+    assert config.hidden_sizes == (64, 32) and config.batch_size is None and settings.xla is True
     assert config.mixed_precision is False and config.l2_beta == 1e-3 and config.steps == 7 and config.seed == 3
-    assert config.learning_rate == PRESETS["relu1024"].learning_rate
+    assert settings.log_every == 2 and preset.name == "relu1024"
+    assert config.learning_rate == PRESETS["relu1024"].config.learning_rate
     for f in ("decay_steps", "train_subset", "steps_per_call", "max_shift", "checkpoint_every", "strategy"):
         assert f"--{f.replace('_', '-')}" in train_cli.build_parser().format_help()
+
+
+def test_help_comes_from_field_metadata_and_shows_the_chosen_preset(capsys):
+    def help_of(*argv):
+        assert call(train_cli.main, [*argv, "--help"]) == 0
+        return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+    deep, default = help_of("--preset", "deep"), help_of()
+    assert "widths of the hidden ReLU layers" in deep  # TrainConfig.hidden_sizes' metadata["help"]
+    assert "--hidden-sizes VALUE widths of the hidden ReLU layers, e.g. 1024,512; empty: logistic regression " \
+           "(2048,1024,512)" in deep
+    assert "--optimizer VALUE sgd (the course's), momentum or adam (adam)" in deep
+    assert "(1024)" in default and "(2048,1024,512)" not in default  # relu1024, the default preset
+    assert "--log-every VALUE" in deep and "run settings (RunSettings)" in deep
+    assert "value of preset deep" in deep
 
 
 def test_train_end_to_end_writes_metrics_and_saved_model(capsys, dataset, tmp_path):
@@ -124,14 +145,49 @@ def test_train_end_to_end_writes_metrics_and_saved_model(capsys, dataset, tmp_pa
 
 
 def test_train_divergence_exits_3_with_one_line(capsys, dataset, tmp_path):
+    argv = ["--data", dataset[0], "--preset", "logreg_sgd", "--out", str(tmp_path / "o"), *FAST,
+            "--hidden-sizes", "64,64", "--init-stddev", "1", "--decay-steps", "0", "--learning-rate", "1e6"]
+    assert train_cli.main(argv) == 3
+    line = one_error_line(capsys, "dnn-tf-train")
+    assert re.search(r"loss became \S+ at step \d+; lower the learning rate \(now 1e\+06", line), line
+
+
+def test_nan_pixels_are_refused_before_training(capsys, dataset, tmp_path):
     data = dict(dataset[1])
     data["train_dataset"] = data["train_dataset"].copy()
-    data["train_dataset"][:, 0, 0] = np.nan
+    data["train_dataset"][7:, 0, 0] = np.nan
     path = tmp_path / "nan.pickle"
-    io.save_pickle(path, data)
-    assert train_cli.main(["--data", str(path), "--preset", "logreg_sgd", "--out", str(tmp_path / "o"), *FAST]) == 3
+    files.save_pickle(path, data)
+    assert train_cli.main(["--data", str(path), "--preset", "logreg_sgd", "--out", str(tmp_path / "o"), *FAST]) == 2
     line = one_error_line(capsys, "dnn-tf-train")
-    assert "at step 0" in line and "lower the learning rate" in line
+    assert line == (f"dnn-tf-train: error: {path}: train_dataset[7] has NaN or infinite pixels (193 such images); "
+                    "rebuild the pickle with dnn-tf-prepare")
+    assert not (tmp_path / "o").exists()
+
+
+def _native_tensorflow_lines(stderr: str) -> list[str]:
+    """TensorFlow's C++ log lines (``I0000 00:00:... cudart_stub.cc:31] ...``) and absl's start-up notice."""
+    return [line for line in stderr.splitlines()
+            if re.match(r"[IWEF]\d{4} \d\d:\d\d:\d\d", line) or "absl::InitializeLog" in line]
+
+
+def test_no_tensorflow_start_up_lines_unless_verbose(dataset, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    bare = subprocess.run([sys.executable, "-c", "import tensorflow as tf; tf.config.list_physical_devices('GPU')"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    argv = [sys.executable, "-m", "dnn_tf.cli.train", "--data", dataset[0], "--preset", "logreg_sgd",
+            *[a for a in FAST if a != "--quiet"]]
+
+    def run(*extra):
+        return subprocess.run([*argv, *extra], capture_output=True, text=True, env=env, timeout=300)
+
+    quiet = run("--quiet", "--out", str(tmp_path / "a"))
+    normal = run("--out", str(tmp_path / "b"))  # the course's log lines, still no TensorFlow lines
+    verbose = run("--verbose", "--out", str(tmp_path / "c"))
+    assert quiet.returncode == normal.returncode == verbose.returncode == 0, quiet.stderr + verbose.stderr
+    assert quiet.stderr == "" and "logreg_sgd: validation" in quiet.stdout
+    assert _native_tensorflow_lines(normal.stderr) == [] and "Minibatch loss at step 0:" in normal.stderr
+    assert len(_native_tensorflow_lines(verbose.stderr)) >= len(_native_tensorflow_lines(bare.stderr))
 
 
 def _load_script(name: str):
@@ -155,7 +211,7 @@ def test_run_presets_trains_each_preset_into_its_folder(dataset, tmp_path):
     assert status == 0
     for preset in ("logreg_gd", "logreg_sgd"):
         metrics = json.loads((tmp_path / preset / "metrics.json").read_text())
-        assert metrics["config"]["name"] == preset and metrics["steps"] == 3
+        assert metrics["name"] == preset and metrics["steps"] == 3
     assert json.loads((tmp_path / "logreg_gd" / "metrics.json").read_text())["config"]["batch_size"] is None
 
 
@@ -169,8 +225,7 @@ def _table_rows(out: str) -> dict[str, list[str]]:
 def test_evaluate_archive_prints_accuracy_and_per_letter_table(capsys, trained_run, dataset, tmp_path):
     from fixtures import make_fixture_archive
 
-    from dnn_tf.archive import read_images
-    from dnn_tf.train import predict
+    from dnn_tf.decode import read_images
 
     # the run's own training glyphs, written back as PNGs (plus planted bad members)
     train_images, train_labels = dataset[1]["train_dataset"], dataset[1]["train_labels"]
@@ -188,7 +243,7 @@ def test_evaluate_archive_prints_accuracy_and_per_letter_table(capsys, trained_r
     assert [int(rows[c][1]) for c in "ABCDEFGHIJ"] == np.bincount(train_labels, minlength=10).tolist()
     result = json.loads(out_json.read_text())
     found = read_images(archive["path"])
-    predicted = predict(trained_run, found.images).argmax(1)
+    predicted = inference.predict(trained_run, found.images).argmax(1)
     assert result["n"] == n and result["skipped"] == len(found.skipped) > 0
     assert result["correct"] == int(np.sum(predicted == found.labels))
     assert result["accuracy"] == pytest.approx(100 * result["correct"] / n)
@@ -205,8 +260,6 @@ def test_evaluate_archive_prints_accuracy_and_per_letter_table(capsys, trained_r
 def test_evaluate_folder_and_pickle_agree_with_predict(capsys, trained_run, dataset, tmp_path):
     from fixtures import make_fixture_folder
 
-    from dnn_tf.train import predict
-
     folder = make_fixture_folder(tmp_path / "letters", per_class=3, extra_bad=False, seed=5)
     assert evaluate_cli.main(["--model", trained_run, "--images", folder["path"], "--quiet"]) == 0
     assert "/30 images)" in capsys.readouterr().out
@@ -214,7 +267,7 @@ def test_evaluate_folder_and_pickle_agree_with_predict(capsys, trained_run, data
     out_json = tmp_path / "p.json"
     assert evaluate_cli.main(["--model", os.path.join(trained_run, "saved_model"), "--images", dataset[0],
                               "--split", "valid", "--json", str(out_json)]) == 0
-    expected = predict(trained_run, data["valid_dataset"]).argmax(1) == data["valid_labels"]
+    expected = inference.predict(trained_run, data["valid_dataset"]).argmax(1) == data["valid_labels"]
     assert json.loads(out_json.read_text())["correct"] == int(expected.sum())
 
 
@@ -232,9 +285,9 @@ def test_evaluate_bad_input_exits_2(capsys, trained_run, dataset, tmp_path, whic
 
 @pytest.mark.shared
 def test_train_and_evaluate_on_the_real_sample(shared_sample, tmp_path, capsys):
-    from dnn_tf.data import prepare
+    from dnn_tf.prepare import prepare
 
-    prepare(shared_sample, out_dir=tmp_path / "data", progress=False, log=lambda line: None)
+    prepare(shared_sample, out_dir=tmp_path / "data")
     pickle = str(tmp_path / "data" / "notMNIST.pickle")
     assert train_cli.main(["--data", pickle, "--preset", "logreg_sgd", "--out", str(tmp_path / "run"),
                            "--steps", "801", "--log-every", "400", "--quiet"]) == 0

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnn_tf import io, train
+from dnn_tf import distribute, files, train
 from dnn_tf.cli import train as train_cli
-from dnn_tf.config import TrainConfig
+from dnn_tf.config import RunSettings, TrainConfig
+from dnn_tf.presets import Preset
 from fixtures import make_stripes_dataset as make_data
 
 SUBPROCESS_TIMEOUT = 120  # seconds; a healthy run takes 5-20 s on 2 busy cores
@@ -35,13 +36,32 @@ import numpy as np
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * {devices})
-from dnn_tf import train
-from dnn_tf.config import TrainConfig
+import logging
+from dnn_tf import inference, train
+from dnn_tf.config import RunSettings, TrainConfig
+from dnn_tf.presets import Preset
 data = dict(np.load({data!r}))
 
-def run(config, **kwargs):
-    kwargs.setdefault("log", lambda line: None)
-    return train.train_and_evaluate(config, data, progress=False, **kwargs)
+def make(**fields):
+    return Preset("t", TrainConfig(), RunSettings()).replace(**fields)
+
+class Lines(logging.Handler):
+    def __init__(self, log):
+        super().__init__(logging.INFO)
+        self.log = log
+
+    def emit(self, record):
+        self.log(record.getMessage())
+
+def run(preset, log=None, **kwargs):
+    logger = logging.getLogger("dnn_tf")
+    logger.setLevel(logging.INFO)
+    handler = Lines(log or (lambda line: None))
+    logger.addHandler(handler)
+    try:
+        return train.train_and_evaluate(preset.config, data, preset.settings, name=preset.name, **kwargs)
+    finally:
+        logger.removeHandler(handler)
 
 def losses(result):
     return [h["loss"] for h in result.history]
@@ -56,7 +76,7 @@ def data_file(tmp_path_factory) -> str:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != train.TF_CONFIG_ENV}
+    env = {k: v for k, v in os.environ.items() if k != distribute.TF_CONFIG_ENV}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra)
     return env
 
@@ -80,9 +100,9 @@ def assert_same_curve(a: list[float], b: list[float]) -> None:
 
 def test_mirrored_on_two_logical_cpus_matches_single_device(data_file):
     out = run_script("""
-        base = TrainConfig(name="t", hidden_sizes=(32,), optimizer="momentum", learning_rate=0.02, l2_beta=1e-3,
-                           max_shift=1, max_rotation=10, decay_steps=20, decay_rate=0.5, batch_size=32, steps=50,
-                           log_every=10, checkpoint_every=0, seed=3)
+        base = make(hidden_sizes=(32,), optimizer="momentum", learning_rate=0.02, l2_beta=1e-3,
+                    max_shift=1, max_rotation=10, decay_steps=20, decay_rate=0.5, batch_size=32, steps=50,
+                    log_every=10, checkpoint_every=0, seed=3)
         uneven = base.replace(batch_size=33, batching="offset")
         default, mirrored = run(base), run(base.replace(strategy="mirrored"))
         u_default, u_mirrored = run(uneven), run(uneven.replace(strategy="mirrored", steps_per_call=7))
@@ -111,8 +131,8 @@ def test_mirrored_checkpoint_resume_divergence_export_and_mixed_precision(data_f
     out = run_script(f"""
         import os
         out = {str(tmp_path)!r}
-        config = TrainConfig(name="t", hidden_sizes=(16,), learning_rate=0.05, batch_size=32, steps=41,
-                             log_every=10, checkpoint_every=20, strategy="mirrored")
+        config = make(hidden_sizes=(16,), learning_rate=0.05, batch_size=32, steps=41,
+                      log_every=10, checkpoint_every=20, strategy="mirrored")
         full = run(config, out_dir=os.path.join(out, "full"))
 
         class Interrupt(Exception):
@@ -130,11 +150,11 @@ def test_mirrored_checkpoint_resume_divergence_export_and_mixed_precision(data_f
         resumed = run(config, out_dir=os.path.join(out, "cut"), resume=True, log=lines.append)
 
         images = data["test_dataset"][:40]
-        exported = train.predict(os.path.join(out, "full"), images)
-        in_memory = train.predict(full.model, images)
+        exported = inference.predict(os.path.join(out, "full"), images)
+        in_memory = inference.predict(full.model, images)
 
         try:
-            run(config.replace(hidden_sizes=(32,), learning_rate=1e6, steps=200, checkpoint_every=1, log_every=100),
+            run(config.replace(hidden_sizes=(64, 64), learning_rate=1e6, steps=200, checkpoint_every=1, log_every=100),
                 out_dir=os.path.join(out, "nan"))
             diverged = None
         except train.TrainingDiverged as e:
@@ -193,9 +213,9 @@ def test_multiworker_without_valid_tf_config_is_a_one_line_value_error(monkeypat
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
-    config = TrainConfig(name="t", steps=2, batch_size=4, strategy="multiworker")
+    config = Preset("t", TrainConfig(steps=2, batch_size=4), RunSettings(strategy="multiworker"))
     with pytest.raises(ValueError, match=words) as err:
-        train.train_and_evaluate(config, make_data(40, 10), log=lambda line: None, progress=False)
+        train.train_and_evaluate(config.config, make_data(40, 10), config.settings)
     message = str(err.value)
     assert "\n" not in message and "TF_CONFIG='{" in message  # says what to set, with an example
 
@@ -203,7 +223,7 @@ def test_multiworker_without_valid_tf_config_is_a_one_line_value_error(monkeypat
 def test_cli_multiworker_without_tf_config_exits_2(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     path = tmp_path / "data.pickle"
-    io.save_pickle(path, make_data(40, 10))
+    files.save_pickle(path, make_data(40, 10))
     status = train_cli.main(["--data", str(path), "--out", str(tmp_path / "run"), "--strategy", "multiworker",
                              "--steps", "2", "--batch-size", "4", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -214,13 +234,15 @@ def test_cli_multiworker_without_tf_config_exits_2(monkeypatch, capsys, tmp_path
 
 def test_strategy_options_are_checked():
     with pytest.raises(ValueError, match="xla is not supported"):
-        train.create_strategy(TrainConfig(strategy="mirrored", xla=True))
+        distribute.create_strategy(RunSettings(strategy="mirrored", xla=True))
     with pytest.raises(ValueError, match="only for strategy 'mirrored'"):
-        train.create_strategy(TrainConfig(), devices=["/CPU:0"])
-    assert train.create_strategy(TrainConfig()) is None
-    assert train.parse_tf_config('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}')[
+        distribute.create_strategy(RunSettings(), devices=["/CPU:0"])
+    default = distribute.create_strategy(RunSettings())
+    assert not distribute.is_distributed(default) and default.num_replicas_in_sync == 1
+    assert distribute.parse_tf_config('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}')[
         "task"]["index"] == 0
-    assert "strategy" in train.RESUMABLE_CHANGES  # a checkpoint may continue on other devices
+    # the strategy is a run setting, not a hyperparameter: a checkpoint may continue on other devices
+    assert "strategy" in RunSettings.__dataclass_fields__ and "strategy" not in TrainConfig.__dataclass_fields__
 
 
 def free_ports(n: int) -> list[int]:
@@ -234,18 +256,25 @@ def free_ports(n: int) -> list[int]:
 
 
 WORKER_SCRIPT = """
-import json, os, sys
+import json, logging, os, sys
 import numpy as np
 from dnn_tf import train
-from dnn_tf.config import TrainConfig
+from dnn_tf.config import RunSettings, TrainConfig
 data = dict(np.load(sys.argv[1]))
-config = TrainConfig(name="t", hidden_sizes=(16,), learning_rate=0.05, batch_size=32, steps=20, log_every=10,
-                     checkpoint_every=10, strategy="multiworker")
+config = TrainConfig(hidden_sizes=(16,), learning_rate=0.05, batch_size=32, steps=20)
+settings = RunSettings(log_every=10, checkpoint_every=10, strategy="multiworker")
+
+class Lines(logging.Handler):
+    def emit(self, record):
+        lines.append(record.getMessage())
+
+logging.getLogger("dnn_tf").addHandler(Lines())
+logging.getLogger("dnn_tf").setLevel(logging.INFO)
 out = []
 for steps, resume in ((20, False), (31, True)):  # a run, then a longer one resumed from its checkpoint
     lines = []
-    result = train.train_and_evaluate(config.replace(steps=steps), data, out_dir=sys.argv[2], resume=resume,
-                                      log=lines.append, progress=False)
+    result = train.train_and_evaluate(config.replace(steps=steps), data, settings, out_dir=sys.argv[2],
+                                      resume=resume)
     out.append({"losses": [h["loss"] for h in result.history], "device": result.device,
                 "replicas": result.replicas, "lines": lines[:3], "steps": result.steps})
 print(json.dumps(out))
@@ -290,8 +319,8 @@ def test_two_workers_on_localhost_train_resume_and_match_single_device(data_file
         assert second["steps"] == 31
     assert chief_second["losses"] == worker_second["losses"]
     single = train.train_and_evaluate(
-        TrainConfig(name="t", hidden_sizes=(16,), learning_rate=0.05, batch_size=32, steps=31, log_every=10,
-                    checkpoint_every=0), dict(np.load(data_file)), log=lambda line: None, progress=False)
+        TrainConfig(hidden_sizes=(16,), learning_rate=0.05, batch_size=32, steps=31), dict(np.load(data_file)),
+        RunSettings(log_every=10, checkpoint_every=0))
     assert_same_curve(chief_second["losses"], [h["loss"] for h in single.history])
     metrics = json.loads(Path(out, "metrics.json").read_text())
     assert [h["step"] for h in metrics["history"]] == [0, 10, 20, 30] and metrics["steps"] == 31

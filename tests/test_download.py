@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import random
 import types
@@ -12,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from dnn_tf import download
-from dnn_tf.download import DownloadError, fetch, sha256_file
+from dnn_tf import download, files
+from dnn_tf.download import DownloadError, fetch, resolve_sources, sha256_file
 from httpserver import Behaviour, LocalServer
 
 DATA = random.Random(0).randbytes(300_000)
@@ -50,33 +51,33 @@ def read(path) -> bytes:
         return f.read()
 
 
-def test_full_download_verifies_size_and_renames(server, tmp_path):
-    logs = []
-    path = fetch(server.url(f"/files/{NAME}"), tmp_path / "dl", expected_size=len(DATA), log=logs.append, **QUICK)
+def test_full_download_verifies_size_and_renames(server, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dnn_tf")
+    path = fetch(server.url(f"/files/{NAME}"), tmp_path / "dl", expected_size=len(DATA), **QUICK)
     assert path == os.path.join(tmp_path / "dl", NAME)
     assert read(path) == DATA
     assert not os.path.exists(path + ".part")
     assert server.range_headers() == [None]
     assert server.requests[0].headers["User-Agent"].startswith("dnn_tf/")
-    assert any("saved" in m for m in logs)
+    assert any("saved" in m for m in caplog.messages)
 
 
-def test_existing_complete_file_is_reused_without_request(server, tmp_path):
+def test_existing_complete_file_is_reused_without_request(server, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dnn_tf")
     (tmp_path / NAME).write_bytes(DATA)
-    logs = []
     digest = hashlib.sha256(DATA).hexdigest()
-    path = fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), sha256=digest, log=logs.append, **QUICK)
+    path = fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), sha256=digest, **QUICK)
     assert path == str(tmp_path / NAME)
     assert server.requests == []
-    assert "using existing" in logs[0]
+    assert "using existing" in caplog.messages[0]
 
 
-def test_existing_file_of_wrong_size_is_downloaded_again(server, tmp_path):
+def test_existing_file_of_wrong_size_is_downloaded_again(server, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dnn_tf")
     (tmp_path / NAME).write_bytes(DATA[:10])
-    logs = []
-    path = fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), log=logs.append, **QUICK)
+    path = fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), **QUICK)
     assert read(path) == DATA
-    assert f"10 bytes, expected {len(DATA)}" in logs[0]
+    assert f"10 bytes, expected {len(DATA)}" in caplog.messages[0]
     assert server.range_headers() == [None]
 
 
@@ -88,13 +89,13 @@ def test_resume_from_part_sends_range_and_appends(server, tmp_path):
     assert server.requests[0].status == 206
 
 
-def test_dropped_connection_is_resumed_within_the_call(server, tmp_path):
+def test_dropped_connection_is_resumed_within_the_call(server, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dnn_tf")
     server.behaviour.cut_after, server.behaviour.cut_requests = CUT, 2
-    logs = []
-    path = fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), max_retries=3, log=logs.append, **QUICK)
+    path = fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), max_retries=3, **QUICK)
     assert read(path) == DATA
     assert server.range_headers() == [None, f"bytes={CUT}-", f"bytes={2 * CUT}-"]
-    assert sum("retry" in m for m in logs) == 2
+    assert sum("retry" in m for m in caplog.messages) == 2
 
 
 def test_dropped_connection_is_resumed_by_the_next_call(server, tmp_path):
@@ -130,15 +131,15 @@ def test_timeout_counts_as_dropped_connection(server, tmp_path):
     assert CUT - download.CHUNK_SIZE < int(second[len("bytes=") : -1]) <= CUT
 
 
-def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
+def test_server_ignoring_range_restarts_from_zero(server, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dnn_tf")
     server.behaviour.honor_range = False
     (tmp_path / (NAME + ".part")).write_bytes(b"garbage that must not survive")
-    logs = []
-    path = fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), log=logs.append, **QUICK)
+    path = fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), **QUICK)
     assert read(path) == DATA
     assert server.range_headers() == ["bytes=29-"]
     assert server.requests[0].status == 200
-    assert any("does not resume" in m for m in logs)
+    assert any("does not resume" in m for m in caplog.messages)
 
 
 def test_complete_part_is_finished_without_body(server, tmp_path):
@@ -313,10 +314,19 @@ def test_second_process_is_locked_out(server, tmp_path):
 
 
 def test_progress_bar_on_stderr(server, tmp_path, capsys):
-    fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), **dict(QUICK, progress=True), log=lambda m: None)
+    fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), **dict(QUICK, progress=True))
     err = capsys.readouterr().err
-    assert "\r" in err and "100.0%" in err and "MB/s" in err and NAME in err
+    assert "\r" in err and "100%" in err and "300k/300k" in err and "B/s" in err and NAME in err
     assert err.endswith("\n")
+    assert fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), **QUICK)  # reused, and no bar without progress
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_of_a_resumed_download_starts_at_the_part(server, tmp_path, capsys):
+    (tmp_path / (NAME + ".part")).write_bytes(DATA[:CUT])
+    fetch(server.url(f"/files/{NAME}"), tmp_path, len(DATA), **dict(QUICK, progress=True))
+    first = capsys.readouterr().err.split("\r")[1]
+    assert "100k/300k" in first and "33%" in first, first
 
 
 def test_bad_arguments(tmp_path):
@@ -326,9 +336,11 @@ def test_bad_arguments(tmp_path):
         fetch("http://127.0.0.1/x", tmp_path, max_retries=-1)
 
 
-def test_sha256_file(tmp_path):
+def test_sha256_file(tmp_path, monkeypatch):
+    assert sha256_file is files.sha256_file  # the one implementation, re-exported
+    monkeypatch.setattr(files, "HASH_BLOCK", 1000)  # many blocks
     (tmp_path / "f").write_bytes(DATA)
-    assert sha256_file(tmp_path / "f", chunk_size=1000) == hashlib.sha256(DATA).hexdigest()
+    assert sha256_file(tmp_path / "f") == hashlib.sha256(DATA).hexdigest()
 
 
 def test_parse_content_range():
@@ -336,3 +348,48 @@ def test_parse_content_range():
     assert download._parse_content_range("bytes */100") == (None, None, 100)
     assert download._parse_content_range("bytes 0-9/*") == (0, 9, None)
     assert download._parse_content_range(None) == (None, None, None)
+
+
+def test_resolve_sources_defaults_urls_names_and_local_paths(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_fetch(source, dest_dir, expected_size=None, sha256=None, progress=False, **kwargs):
+        calls.append((source, dest_dir, expected_size, progress))
+        return os.path.join(dest_dir, os.path.basename(source))
+
+    monkeypatch.setattr(download, "fetch", fake_fetch)
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "data")
+    large, small = "notMNIST_large.tar.gz", "notMNIST_small.tar.gz"
+    assert resolve_sources(None, None, out, progress=True) == (os.path.join(out, large), os.path.join(out, small))
+    assert calls == [(large, out, 247336696, True), (small, out, 8458043, True)]
+
+    calls.clear()
+    local = tmp_path / "mine.tar.gz"
+    local.write_bytes(b"x")
+    assert resolve_sources(str(local), None, out) == (str(local), None)  # given alone: test is split from it
+    assert resolve_sources(None, str(local), out) == (os.path.join(out, large), str(local))
+    missing = str(tmp_path / "missing.tar.gz")
+    assert resolve_sources(missing, missing, out) == (missing, missing)  # prepare names the role
+    assert calls == [(large, out, 247336696, False)]
+
+    calls.clear()
+    url = "https://example.org/files/notMNIST_small.tar.gz"
+    assert resolve_sources(str(local), url, out)[1] == os.path.join(out, small)
+    assert resolve_sources("http://example.org/other.tar.gz", None, out)[0] == os.path.join(out, "other.tar.gz")
+    assert calls == [(url, out, 8458043, False), ("http://example.org/other.tar.gz", out, None, False)]
+
+    calls.clear()
+    (tmp_path / small).write_bytes(b"a local copy")  # a canonical name that is here is a local path
+    assert resolve_sources(small, None, out) == (small, None)
+    assert calls == []
+
+
+def test_resolve_sources_downloads_through_fetch(tmp_path):
+    src = tmp_path / "src" / NAME
+    src.parent.mkdir()
+    src.write_bytes(DATA)
+    train, test = resolve_sources(src.as_uri(), None, str(tmp_path / "dl"))
+    assert train == os.path.join(tmp_path / "dl", NAME) and read(train) == DATA and test is None
+    with pytest.raises(DownloadError, match="unsupported URL scheme 'ftp'"):
+        resolve_sources("ftp://127.0.0.1/x.tar.gz", None, str(tmp_path))

@@ -1,8 +1,9 @@
 """Hostile and malformed input on the data side: tar members, decompression bombs, odd PNGs, pickle gadgets.
 
-Complements test_archive.py / test_data.py (which cover the fixture's planted bad members, the
-``__reduce__`` -> ``os.system`` payload and the basic mode conversions); everything here is new ground.
-The property-based tests at the end throw random bytes and random tar layouts at ``read_images``.
+Complements test_archive.py (which covers the fixture's planted bad members and the basic mode
+conversions). The pickle section starts with the basics of ``dataset.load_pickle`` / ``validate``
+(a ``__reduce__`` -> ``os.system`` payload, protocols 2-5, the schema's messages). The
+property-based tests at the end throw random bytes and random tar layouts at ``read_images``.
 """
 
 from __future__ import annotations
@@ -26,19 +27,12 @@ from fixtures import make_glyph_images, png_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnn_tf import archive
-from dnn_tf.archive import (
-    LETTERS,
-    MAX_HEADER_BYTES,
-    MAX_MEMBER_BYTES,
-    MAX_TOTAL_BYTES,
-    DataError,
-    class_of,
-    decode_png,
-    normalize,
-    read_images,
-)
-from dnn_tf.data import load_pickle, validate_dataset
+from dnn_tf import archive, decode
+from dnn_tf.archive import MAX_HEADER_BYTES, MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, class_of
+from dnn_tf.dataset import COURSE_KEYS, load_pickle, validate
+from dnn_tf.decode import read_images
+from dnn_tf.notmnist import LETTERS, DataError, normalize
+from dnn_tf.png import decode_png
 
 GLYPHS = make_glyph_images(2, seed=11)[0]  # 20 distinct uint8 28x28 glyphs
 GLYPH = GLYPHS[0]
@@ -161,8 +155,8 @@ def test_hostile_member_is_refused_with_reason_and_nothing_is_written(sandbox, c
 
 def test_members_over_a_custom_per_member_cap_are_skipped_unread(tmp_path, monkeypatch):
     sizes = []
-    real = archive.decode_png
-    monkeypatch.setattr(archive, "decode_png", lambda data: (sizes.append(len(data)), real(data))[1])
+    real = decode.decode_png
+    monkeypatch.setattr(decode, "decode_png", lambda data: (sizes.append(len(data)), real(data))[1])
     limit = len(GOOD_PNG) + 10
     padded = GOOD_PNG + b"\0" * 11  # a decodable PNG (trailing bytes are ignored), one byte over the cap
     path = _write_tar(tmp_path / "x.tar", [_info("r/A/ok.png", GOOD_PNG), _info("r/B/big.png", padded)], mode="w")
@@ -228,8 +222,8 @@ def gzip_bomb(tmp_path_factory) -> str:
 def test_gzip_bomb_member_is_skipped_without_reading_it(gzip_bomb, monkeypatch):
     assert os.path.getsize(gzip_bomb) < 2 << 20  # 200 MB of zeros in < 2 MB
     sizes = []
-    real = archive.decode_png
-    monkeypatch.setattr(archive, "decode_png", lambda data: (sizes.append(len(data)), real(data))[1])
+    real = decode.decode_png
+    monkeypatch.setattr(decode, "decode_png", lambda data: (sizes.append(len(data)), real(data))[1])
     tracemalloc.start()
     start = time.process_time()
     try:
@@ -486,6 +480,90 @@ def test_idat_bomb_inside_a_28x28_png_is_not_inflated():
     assert reason == "" and pixels.shape == (28, 28) and not pixels.any()
 
 
+# ----------------------------------------------------------------------------- safe pickles: the basics
+
+
+class _Payload:
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_restricted_unpickler_refuses_and_does_not_run_a_reduce_payload(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pickle"
+    payload = {"train_dataset": np.zeros((2, 28, 28), np.float32), "x": _Payload(f"touch {marker}")}
+    path.write_bytes(pickle.dumps(payload, protocol=4))
+    with pytest.raises(DataError, match=r"refusing to load .*evil\.pickle: it references (os|posix)\.system"):
+        load_pickle(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("target", [eval, getattr, __import__])
+def test_restricted_unpickler_refuses_builtins_that_run_code(tmp_path, target):
+    class Sneaky:
+        def __reduce__(self):
+            return target, ("1",) if target is not getattr else (1, "real")
+
+    path = tmp_path / "b.pickle"
+    path.write_bytes(pickle.dumps(Sneaky(), protocol=4))
+    with pytest.raises(DataError, match=f"builtins.{target.__name__}"):
+        load_pickle(path)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_load_pickle_reads_numpy_dicts(tmp_path, protocol, tiny_dataset):
+    path = tmp_path / "d.pickle"
+    obj = dict(tiny_dataset, extra=[1, 2.5, "s", (3,), {4}, b"raw", np.float32(1.5)])
+    path.write_bytes(pickle.dumps(obj, protocol=protocol))
+    got = load_pickle(path)
+    assert set(got) == set(obj)
+    for key in tiny_dataset:
+        np.testing.assert_array_equal(got[key], tiny_dataset[key])
+        assert got[key].dtype == tiny_dataset[key].dtype
+    assert got["extra"] == obj["extra"]
+
+
+def test_truncated_or_missing_pickle_is_a_data_error(tmp_path, tiny_dataset):
+    path = tmp_path / "t.pickle"
+    data = pickle.dumps(tiny_dataset, protocol=4)
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_pickle(path)
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_pickle(path)
+    with pytest.raises(DataError, match="does not exist"):
+        load_pickle(tmp_path / "missing.pickle")
+
+
+def test_validate_accepts_the_format(tiny_dataset):
+    validate(tiny_dataset)
+    validate({k: tiny_dataset[k] for k in COURSE_KEYS})  # sanitized keys are optional
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda d: d.pop("test_labels"), "missing keys: test_labels"),
+        (lambda d: d.update(train_dataset=d["train_dataset"].astype(np.float64)), "train_dataset must be float32"),
+        (lambda d: d.update(valid_dataset=d["valid_dataset"].reshape(-1, 784)), "valid_dataset must be float32"),
+        (lambda d: d.update(train_labels=d["train_labels"].astype(np.float32)), "train_labels must be integer"),
+        (lambda d: d.update(test_labels=d["test_labels"] + 1), r"test_labels must be in 0..9"),
+        (lambda d: d.update(valid_labels=d["valid_labels"][:-1]), "valid_labels has 49 labels for 50 images"),
+        (lambda d: d.pop("test_labels_sanitized"), "test_dataset_sanitized but no test_labels_sanitized"),
+        (lambda d: d.update(train_dataset=list(d["train_dataset"])), "must be a numpy array"),
+    ],
+)
+def test_validate_rejects(tiny_dataset, change, match):
+    d = dict(tiny_dataset)
+    change(d)
+    with pytest.raises(DataError, match=match):
+        validate(d)
+
+
 # ----------------------------------------------------------------------------- pickle gadgets
 
 
@@ -573,7 +651,7 @@ def test_legitimate_pickles_still_load_including_numpy1_names_and_empty_bytes(tm
     path = tmp_path / "numpy1.pickle"
     path.write_bytes(old)
     got = load_pickle(path)
-    validate_dataset(got)
+    validate(got)
     np.testing.assert_array_equal(got["train_dataset"], tiny_dataset["train_dataset"])
 
 
@@ -598,7 +676,7 @@ def test_wrong_shapes_and_dtypes_name_the_key_after_a_pickle_roundtrip(tmp_path,
     path = tmp_path / "d.pickle"
     path.write_bytes(pickle.dumps(d, protocol=4))
     with pytest.raises(DataError) as e:
-        validate_dataset(load_pickle(path))
+        validate(load_pickle(path))
     assert str(e.value).startswith(key + " "), str(e.value)
 
 
@@ -606,7 +684,7 @@ def test_a_per_class_pickle_is_not_taken_for_a_dataset(tmp_path):
     path = tmp_path / "A.pickle"
     path.write_bytes(pickle.dumps(np.zeros((3, 28, 28), np.float32), protocol=4))
     with pytest.raises(DataError, match="dataset must be a dict, got ndarray"):
-        validate_dataset(load_pickle(path))
+        validate(load_pickle(path))
     with pytest.raises(DataError, match="is a folder, not a pickle"):
         load_pickle(tmp_path)
 

@@ -81,26 +81,33 @@ def test_most_confident_mistakes_exact():
 
 # ---------------------------------------------------------------- every plot writes a PNG
 
+
+def save(path, figure, *args, **kwargs) -> str:
+    """Draws ``figure(*args, **kwargs)`` and saves it at ``path``, as results.py does."""
+    return plots.save_figure(figure(*args, **kwargs), path)
+
 def _calls(data, tmp_path):
     images, labels, probabilities = data
     history = [{"step": s, "loss": 2.0 / (1 + s), "minibatch_accuracy": 50 + s / 20,
                 "valid_accuracy": None if s == 0 else 40 + s / 25, "learning_rate": 0.5, "seconds": 0.1}
                for s in range(0, 1001, 100)]
     return {
-        "sample_grid": lambda: plots.sample_grid(images, labels, tmp_path / "samples.png", per_class=5),
-        "class_balance": lambda: plots.class_balance(
+        "sample_grid": lambda: save(tmp_path / "samples.png", plots.sample_grid_figure, images, labels, per_class=5),
+        "class_balance": lambda: save(
+            tmp_path / "balance.png", plots.class_balance_figure,
             {"train": np.bincount(labels, minlength=10) * 8, "valid": np.bincount(labels, minlength=10),
-             "test": list(range(10))}, tmp_path / "balance.png"),
-        "learning_curves": lambda: plots.learning_curves(
-            {"logreg_sgd": history, "deep": history[::2]}, tmp_path / "curves.png", "curves"),
-        "confusion_matrix": lambda: plots.confusion_matrix(labels, probabilities, tmp_path / "cm.png", "test"),
-        "confident_mistakes": lambda: plots.confident_mistakes(images, labels, probabilities,
-                                                               tmp_path / "mistakes.png", k=9),
-        "accuracy_vs_params": lambda: plots.accuracy_vs_params(
+             "test": list(range(10))}),
+        "learning_curves": lambda: save(tmp_path / "curves.png", plots.learning_curves_figure,
+                                        {"logreg_sgd": history, "deep": history[::2]}, "curves"),
+        "confusion_matrix": lambda: save(tmp_path / "cm.png", plots.confusion_matrix_figure, labels, probabilities,
+                                         "test"),
+        "confident_mistakes": lambda: save(tmp_path / "mistakes.png", plots.confident_mistakes_figure, images,
+                                           labels, probabilities, k=9),
+        "accuracy_vs_params": lambda: save(
+            tmp_path / "capacity.png", plots.accuracy_vs_params_figure,
             [{"family": "wider", "params": 8e3, "accuracy": 86.0, "label": "logreg"},
              {"family": "wider", "params": 8e5, "accuracy": 92.0, "label": "1024"},
-             {"family": "deeper", "params": 1.3e6, "accuracy": 94.0, "label": "1024-512-256"}],
-            tmp_path / "capacity.png"),
+             {"family": "deeper", "params": 1.3e6, "accuracy": 94.0, "label": "1024-512-256"}]),
     }
 
 
@@ -114,11 +121,11 @@ def test_plot_writes_png(name, data, tmp_path):
 
 def test_no_mistakes_still_plots(data, tmp_path):
     images, labels, _ = data
-    path = plots.confident_mistakes(images, labels, np.eye(10)[labels], tmp_path / "none.png")
+    path = save(tmp_path / "none.png", plots.confident_mistakes_figure, images, labels, np.eye(10)[labels])
     _check_png(path, tmp_path)
 
 
-def test_figure_twins_return_figures(data):
+def test_figures_are_figures(data):
     images, labels, probabilities = data
     fig = plots.sample_grid_figure(images, labels, per_class=3)
     assert isinstance(fig, Figure)
@@ -136,19 +143,19 @@ def test_figure_twins_return_figures(data):
 
 
 @pytest.mark.parametrize("call", [
-    lambda p, d: plots.sample_grid(d[0][:, :27], d[1], p),
-    lambda p, d: plots.sample_grid(d[0], d[1][:-1], p),
-    lambda p, d: plots.sample_grid(d[0], d[1], p, per_class=0),
-    lambda p, d: plots.class_balance({"train": [1, 2, 3]}, p),
-    lambda p, d: plots.class_balance({}, p),
-    lambda p, d: plots.learning_curves({}, p),
-    lambda p, d: plots.learning_curves({"x": [{"loss": 1.0}]}, p),
-    lambda p, d: plots.confusion_matrix(d[1], d[1][:-1], p),
-    lambda p, d: plots.confident_mistakes(d[0], d[1], d[2][:, :5], p),
-    lambda p, d: plots.confident_mistakes(d[0][:5], d[1], d[2], p),
-    lambda p, d: plots.accuracy_vs_params([], p),
-    lambda p, d: plots.accuracy_vs_params([{"family": "a", "params": 0, "accuracy": 1}], p),
-    lambda p, d: plots.accuracy_vs_params([{"family": "a", "accuracy": 1}], p),
+    lambda p, d: save(p, plots.sample_grid_figure, d[0][:, :27], d[1]),
+    lambda p, d: save(p, plots.sample_grid_figure, d[0], d[1][:-1]),
+    lambda p, d: save(p, plots.sample_grid_figure, d[0], d[1], per_class=0),
+    lambda p, d: save(p, plots.class_balance_figure, {"train": [1, 2, 3]}),
+    lambda p, d: save(p, plots.class_balance_figure, {}),
+    lambda p, d: save(p, plots.learning_curves_figure, {}),
+    lambda p, d: save(p, plots.learning_curves_figure, {"x": [{"loss": 1.0}]}),
+    lambda p, d: save(p, plots.confusion_matrix_figure, d[1], d[1][:-1]),
+    lambda p, d: save(p, plots.confident_mistakes_figure, d[0], d[1], d[2][:, :5]),
+    lambda p, d: save(p, plots.confident_mistakes_figure, d[0][:5], d[1], d[2]),
+    lambda p, d: save(p, plots.accuracy_vs_params_figure, []),
+    lambda p, d: save(p, plots.accuracy_vs_params_figure, [{"family": "a", "params": 0, "accuracy": 1}]),
+    lambda p, d: save(p, plots.accuracy_vs_params_figure, [{"family": "a", "accuracy": 1}]),
 ])
 def test_bad_inputs_raise_before_writing(call, data, tmp_path):
     target = tmp_path / "out" / "plot.png"
@@ -170,7 +177,7 @@ def test_failed_save_leaves_old_file(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Figure, "savefig", broken_savefig)
     with pytest.raises(OSError, match="disk full"):
-        plots.sample_grid(images, labels, path)
+        save(path, plots.sample_grid_figure, images, labels)
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["samples.png"]
 

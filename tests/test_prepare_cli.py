@@ -7,16 +7,16 @@ import os
 import subprocess
 import sys
 import tarfile
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fixtures import make_fixture_archive
 
-import dnn_tf
+from dnn_tf import download
+from dnn_tf.cli import prepare as prepare_cli
 from dnn_tf.cli.prepare import main
-from dnn_tf.data import load_pickle, validate_dataset
+from dnn_tf.dataset import load_pickle, validate
 
 REPO = Path(__file__).absolute().parents[1]
 
@@ -71,22 +71,27 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
         assert err.count("\n") == 1 and "dnn-tf-prepare: error:" in err
 
 
-def test_prepare_reuse_and_force(tmp_path, capsys, small_archive):
+def test_prepare_reuse_and_force(tmp_path, capsys, monkeypatch, small_archive):
     out = tmp_path / "data"
     argv = ["--train-archive", small_archive["path"], "--out", out, "--workers", "1"]
-    status, stdout, err = _run(argv, capsys)
+    with monkeypatch.context() as m:
+        m.setattr(prepare_cli, "show_progress", lambda args: not args.quiet)  # as on a terminal
+        status, stdout, err = _run(argv, capsys)
     assert status == 0
     assert stdout.startswith(f"wrote {out / 'notMNIST.pickle'} (single-archive, seed 133)")
     assert "train 80, valid 10, test 10" in stdout
     assert "decoding" in err and "100%" in err  # status and progress go to stderr
     d = load_pickle(out / "notMNIST.pickle")
-    validate_dataset(d)
+    validate(d)
     assert np.bincount(d["train_labels"]).tolist() == [8] * 10
     assert sorted(p.name for p in (out / "notMNIST_small").iterdir()) == sorted(
         [f"{letter}.pickle" for letter in "ABCDEFGHIJ"] + ["manifest.json"]
     )
     mtime = os.stat(out / "notMNIST.pickle").st_mtime_ns
 
+    status, stdout, err = _run(argv, capsys)  # stderr is not a terminal here: status lines, no progress bar
+    assert status == 0 and stdout.startswith("reused ")
+    assert "reusing" in err and "%|" not in err
     status, stdout, err = _run(argv + ["--quiet"], capsys)
     assert status == 0 and stdout.startswith("reused ") and err == ""
     assert os.stat(out / "notMNIST.pickle").st_mtime_ns == mtime
@@ -101,15 +106,11 @@ def test_urls_and_canonical_names_go_through_download_fetch(tmp_path, capsys, mo
     calls = []
     test_archive = make_fixture_archive(tmp_path / "t.tar.gz", per_class=4, extra_bad=False, seed=9)
 
-    def fetch(source, dest_dir, expected_size=None, sha256=None, progress=True, log=print):
+    def fetch(source, dest_dir, expected_size=None, sha256=None, progress=False, **kwargs):
         calls.append((source, dest_dir, expected_size))
         return small_archive["path"] if "large" in source else test_archive["path"]
 
-    fake = types.ModuleType("dnn_tf.download")
-    fake.EXPECTED_SIZES = {"notMNIST_large.tar.gz": 247336696, "notMNIST_small.tar.gz": 8458043}
-    fake.fetch = fetch
-    monkeypatch.setitem(sys.modules, "dnn_tf.download", fake)
-    monkeypatch.setattr(dnn_tf, "download", fake, raising=False)
+    monkeypatch.setattr(download, "fetch", fetch)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "d"
 
@@ -145,7 +146,7 @@ def test_shared_sample_end_to_end(tmp_path, capsys, shared_sample):
     assert status == 0, err
     assert "train 6,400, valid 800, test 800" in stdout
     d = load_pickle(tmp_path / "notMNIST.pickle")
-    validate_dataset(d)
+    validate(d)
     for split, n in (("train", 640), ("valid", 80), ("test", 80)):
         assert np.bincount(d[f"{split}_labels"]).tolist() == [n] * 10
     for letter in "ABCDEFGHIJ":

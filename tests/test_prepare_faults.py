@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -21,9 +22,10 @@ import numpy as np
 import pytest
 from fixtures import make_fixture_archive
 
-from dnn_tf.archive import LETTERS
 from dnn_tf.cli.prepare import main
-from dnn_tf.data import COURSE_KEYS, LOCK_FILE, SANITIZED_KEYS, load_pickle, prepare, validate_dataset
+from dnn_tf.dataset import COURSE_KEYS, SANITIZED_KEYS, load_pickle, validate
+from dnn_tf.notmnist import LETTERS, DataError
+from dnn_tf.prepare import LOCK_FILE, prepare
 
 PER_CLASS = 300  # 3,000 glyphs: a run takes about a second
 ARGS = ["--workers", "1", "--quiet"]
@@ -34,7 +36,7 @@ KILL_TIMEOUT = 120  # seconds to reach a kill point on a loaded machine
 # renames the file TARGET, so the test can SIGKILL it at exactly that point.
 DRIVER = r"""
 import contextlib, os, sys, time
-import dnn_tf.io as dio
+import dnn_tf.files as dio
 point, target, ready, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 
 def stop():
@@ -63,10 +65,6 @@ sys.exit(main(argv))
 """
 
 
-def quiet(*args, **kwargs):
-    pass
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> str:
     return make_fixture_archive(tmp_path_factory.mktemp("faults") / "notMNIST_small.tar.gz", per_class=PER_CLASS,
@@ -79,7 +77,7 @@ def reference(source, tmp_path_factory) -> dict:
     out = {}
     for seed in (133, 7):
         d = tmp_path_factory.mktemp(f"ref{seed}")
-        prepare(source, out_dir=d, seed=seed, workers=1, progress=False, log=quiet)
+        prepare(source, out_dir=d, seed=seed, workers=1, progress=False)
         out[seed] = {"merged": load_pickle(d / "notMNIST.pickle"), "dir": d,
                      "classes": [load_pickle(d / "notMNIST_small" / f"{x}.pickle") for x in LETTERS]}
     return out
@@ -102,7 +100,7 @@ def _temps(out: Path) -> list[str]:
 
 def _assert_matches_reference(out: Path, ref: dict) -> None:
     d = load_pickle(out / "notMNIST.pickle")
-    validate_dataset(d)
+    validate(d)
     assert list(d) == list(COURSE_KEYS) + list(SANITIZED_KEYS)
     for key in d:
         np.testing.assert_array_equal(d[key], ref["merged"][key], err_msg=key)
@@ -217,8 +215,6 @@ def test_damaged_outputs_are_detected_and_rebuilt_without_force(tmp_path, capsys
                else {k: v[:10] for k, v in reference[133]["merged"].items()})
         path.write_bytes(pickle.dumps(obj, protocol=4))
     if damage != "other-valid-pickle":
-        from dnn_tf.data import DataError
-
         with pytest.raises(DataError, match="truncated or corrupt"):
             load_pickle(path)
     capsys.readouterr()
@@ -232,7 +228,7 @@ def test_damaged_outputs_are_detected_and_rebuilt_without_force(tmp_path, capsys
     _assert_matches_reference(out, reference[133])
 
 
-def test_stale_temp_files_of_killed_runs_are_removed_and_others_kept(tmp_path, capsys, source, reference):
+def test_stale_temp_files_of_killed_runs_are_removed_and_others_kept(tmp_path, caplog, source, reference):
     out = tmp_path / "out"
     classes = out / "notMNIST_small"
     classes.mkdir(parents=True)
@@ -241,12 +237,12 @@ def test_stale_temp_files_of_killed_runs_are_removed_and_others_kept(tmp_path, c
     kept = [out / ".other.pickle.abc.tmp", out / "notes.tmp", classes / ".K.pickle.abc.tmp", out / "A.pickle.tmp"]
     for p in stale + kept:
         p.write_bytes(b"\x80\x04partial")
-    messages = []
-    prepare(source, out_dir=out, workers=1, progress=False, log=messages.append)
+    caplog.set_level(logging.INFO, logger="dnn_tf")
+    prepare(source, out_dir=out, workers=1, progress=False)
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in kept)
-    assert sum("left in" in m and "interrupted run" in m for m in messages) == 2
-    validate_dataset(load_pickle(out / "notMNIST.pickle"))
+    assert sum("left in" in m and "interrupted run" in m for m in caplog.messages) == 2
+    validate(load_pickle(out / "notMNIST.pickle"))
 
 
 def test_a_second_prepare_on_the_same_folder_is_refused_while_the_first_runs(tmp_path, capsys, source):

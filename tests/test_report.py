@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from dnn_tf import io, report
+from dnn_tf import files, report
 
 DATASET_LINE = "Trained on 6,400 images split from the 8,000-image notMNIST_small sample, not the course's 200,000"
 
 
 def _result(name, valid, test, sanitized=None, seed=0, steps=3001, seconds=12.34, device="CPU", **config):
-    return {"config": {"name": name, "seed": seed, "steps": steps, "hidden_sizes": [], **config},
+    return {"name": name, "config": {"seed": seed, "steps": steps, "hidden_sizes": [], **config},
             "history": [{"step": 0, "loss": 1.0}], "valid_accuracy": valid, "test_accuracy": test,
             "valid_sanitized_accuracy": None, "test_sanitized_accuracy": sanitized,
             "steps": steps, "seconds": seconds, "device": device}
@@ -59,8 +59,10 @@ def test_rows_of_a_run_trained_on_valid_have_no_valid_accuracy():
 
 
 def test_rows_reject_result_without_name():
-    with pytest.raises(ValueError, match="config name"):
+    with pytest.raises(ValueError, match="no name"):
         report.results_rows([{"config": {}, "test_accuracy": 1.0}], "x")
+    with pytest.raises(ValueError, match="no config"):
+        report.results_rows([{"name": "deep", "test_accuracy": 1.0}], "x")
     with pytest.raises(ValueError, match="valid_accuracy"):
         report.results_rows([_result("deep", "high", 1.0)], "x")
 
@@ -145,7 +147,7 @@ def test_json_roundtrip(results, tmp_path):
                               {"versions": {"python": sys.version.split()[0]}, "nan": float("nan")})
     assert set(obj) == {"schema", "dataset", "course_figures", "runs", "aggregated", "extra"}
     path = tmp_path / "results.json"
-    io.write_json(path, obj)
+    files.write_json(path, obj)
     back = json.loads(path.read_text())
     assert back["runs"][0]["seconds"] == 1.5 and back["runs"][0]["course_test"] == 82.9
     assert len(back["runs"]) == 6 and back["aggregated"][0]["preset"] == "deep"

@@ -8,16 +8,16 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from dnn_tf import config
+from dnn_tf import presets, results
 from dnn_tf.cli import reproduce
+from dnn_tf.run_dir import RunDir
 from fixtures import make_fixture_archive
 
-SINGLE = [p for p in config.PRESET_ORDER if p not in reproduce.MULTI_SEED]
+SINGLE = [p for p in presets.PRESET_ORDER if p not in reproduce.MULTI_SEED]
 ALL_RUNS = SINGLE + ["deep_seed0", "deep_seed1", "deep_full_seed0", "deep_full_seed1"]
 PLOTS = ("samples.png", "class_balance.png", "curves_assignment2.png", "curves_assignment3.png",
          "confusion_deep.png", "mistakes_deep.png")
@@ -50,13 +50,14 @@ def workspace(tmp_path_factory):
 def test_writes_results_md(workspace):
     md = (workspace["results"] / "results.md").read_text()
     assert "**Dataset:**" in md and "notMNIST_fixture" in md and "160 images" in md
-    for preset in config.PRESET_ORDER:
+    for preset in presets.PRESET_ORDER:
         rows = [line for line in md.splitlines() if line.startswith(f"| {preset} |")]
         assert len(rows) == (2 if preset in reproduce.MULTI_SEED else 1), preset
         cells = [c.strip() for c in rows[0].strip("|").split("|")]
         assert 0.0 <= float(cells[3]) <= 100.0 and cells[6] == "60", rows[0]
         # train images: all 160 of the fixture (subsets are larger), deep_full + its 20 valid
-        assert cells[5] == ("180" if preset == "deep_full" else "160") and (cells[2] == "—") == (preset == "deep_full"), rows[0]
+        full = preset == "deep_full"
+        assert cells[5] == ("180" if full else "160") and (cells[2] == "—") == full, rows[0]
     assert re.search(r"\*\*deep\*\* \(2 runs, seeds 0, 1\)", md)
     assert re.search(r"\*\*deep_full\*\* \(2 runs, seeds 0, 1\): valid —", md)
     assert "- **deep_full** trained on the training and the validation images together" in md
@@ -115,7 +116,8 @@ def test_run_folders_have_metrics_model_and_tensorboard(workspace):
     for name in ALL_RUNS:
         run = workspace["runs"] / name
         metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["steps"] == 60 and metrics["config"]["name"] == name.split("_seed")[0]
+        assert metrics["steps"] == 60 and metrics["name"] == name.split("_seed")[0]
+        assert json.loads((run / "run.json").read_text())["config"] == metrics["config"]
         assert (run / "saved_model" / "saved_model.pb").is_file()
         events = sorted((run / "tb").glob("events.out.tfevents.*"))
         assert events, name
@@ -128,10 +130,10 @@ def test_rerun_reuses_finished_runs(workspace, capsys):
     metrics = {n: workspace["runs"] / n / "metrics.json" for n in ALL_RUNS}
     before = {n: p.stat().st_mtime_ns for n, p in metrics.items()}
     old = json.loads((workspace["results"] / "results.json").read_text())["runs"]
-    code, out, _ = _run(capsys, *_args(workspace, "--seeds", "0,1", results=workspace["root"] / "again"))
+    code, _, err = _run(capsys, *_args(workspace, "--seeds", "0,1", results=workspace["root"] / "again"))
     assert code == 0
-    assert out.count("reusing finished run") == len(ALL_RUNS)
-    assert "Training on" not in out
+    assert err.count("reusing finished run") == len(ALL_RUNS)
+    assert "Training on" not in err
     assert {n: p.stat().st_mtime_ns for n, p in metrics.items()} == before
     new = json.loads((workspace["root"] / "again" / "results.json").read_text())
     assert [(r["valid"], r["test"]) for r in new["runs"]] == [(r["valid"], r["test"]) for r in old]
@@ -142,8 +144,8 @@ def test_force_retrains_and_presets_subset(workspace, capsys):
     results = workspace["root"] / "forced"
     path = workspace["runs"] / "logreg_sgd" / "metrics.json"
     before = path.stat().st_mtime_ns
-    code, out, _ = _run(capsys, *_args(workspace, "--presets", "logreg_sgd", "--force", results=results))
-    assert code == 0 and "Training on" in out and path.stat().st_mtime_ns != before
+    code, _, err = _run(capsys, *_args(workspace, "--presets", "logreg_sgd", "--force", results=results))
+    assert code == 0 and "Training on" in err and path.stat().st_mtime_ns != before
     report = json.loads((results / "results.json").read_text())
     assert [r["preset"] for r in report["runs"]] == ["logreg_sgd"]
     assert sorted(os.listdir(results)) == sorted(["results.md", "results.json", "samples.png",
@@ -154,11 +156,11 @@ def test_changed_config_is_retrained(workspace, capsys, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(workspace["runs"] / "logreg_gd", runs / "logreg_gd")
     ws = dict(workspace, runs=runs)
-    code, out, _ = _run(capsys, *_args(ws, "--presets", "logreg_gd", "--seed", "5", results=tmp_path / "res"))
-    assert code == 0 and "training into" in out and "reusing finished run" not in out
+    code, _, err = _run(capsys, *_args(ws, "--presets", "logreg_gd", "--seed", "5", results=tmp_path / "res"))
+    assert code == 0 and "training into" in err and "reusing finished run" not in err
     assert json.loads((runs / "logreg_gd" / "metrics.json").read_text())["config"]["seed"] == 5
-    code, out, _ = _run(capsys, *_args(ws, "--presets", "logreg_gd", "--seed", "5", results=tmp_path / "res"))
-    assert code == 0 and "reusing finished run" in out
+    code, _, err = _run(capsys, *_args(ws, "--presets", "logreg_gd", "--seed", "5", results=tmp_path / "res"))
+    assert code == 0 and "reusing finished run" in err
 
 
 def test_resume_continues_an_interrupted_run(workspace, capsys):
@@ -166,8 +168,8 @@ def test_resume_continues_an_interrupted_run(workspace, capsys):
     metrics = workspace["runs"] / "relu1024" / "metrics.json"
     old = json.loads(metrics.read_text())
     metrics.unlink()  # as if the process died after the last checkpoint
-    code, out, _ = _run(capsys, *_args(workspace, "--presets", "relu1024", "--resume", results=results))
-    assert code == 0 and "resuming into" in out and "Resumed from" in out
+    code, _, err = _run(capsys, *_args(workspace, "--presets", "relu1024", "--resume", results=results))
+    assert code == 0 and "resuming into" in err and "Resumed from" in err
     new = json.loads(metrics.read_text())
     assert (new["valid_accuracy"], new["test_accuracy"]) == (old["valid_accuracy"], old["test_accuracy"])
 
@@ -202,32 +204,46 @@ def test_console_script_bad_archive_subprocess(tmp_path):
 
 
 def test_finished_run_needs_same_config_and_data(tmp_path):
-    cfg = config.get_preset("logreg_sgd")
+    cfg = presets.get("logreg_sgd").config
+    run = RunDir(tmp_path)
     metrics = {"config": cfg.to_dict(), "valid_accuracy": 80.0, "test_accuracy": 85.0}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    assert reproduce.finished_run(str(tmp_path), cfg, "abc") is None  # no run.json: unknown data
-    (tmp_path / "run.json").write_text(json.dumps({"data_sha256": "abc"}))
-    assert reproduce.finished_run(str(tmp_path), cfg, "abc")["test_accuracy"] == 85.0
-    assert reproduce.finished_run(str(tmp_path), cfg, "other data") is None
-    assert reproduce.finished_run(str(tmp_path), cfg.replace(learning_rate=0.1), "abc") is None
+    assert run.finished(cfg, "abc") is None  # no run.json: unknown data
+    (tmp_path / "run.json").write_text(json.dumps({"data_id": "abc"}))
+    assert run.finished(cfg, "abc")["test_accuracy"] == 85.0
+    assert run.finished(cfg, "other data") is None
+    assert run.finished(cfg.replace(learning_rate=0.1), "abc") is None
     (tmp_path / "metrics.json").write_text('{"config": ')  # torn file
-    assert reproduce.finished_run(str(tmp_path), cfg, "abc") is None
+    assert run.finished(cfg, "abc") is None
+
+
+def test_resumable_needs_checkpoints_of_the_same_config_and_data(tmp_path):
+    cfg = presets.get("logreg_sgd").config
+    run = RunDir(tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps({"data_id": "abc"}))
+    assert not run.resumable(cfg, "abc")  # no checkpoints
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "history.json").write_text(json.dumps({"config": cfg.to_dict(), "history": []}))
+    assert run.resumable(cfg, "abc") and run.resumable(cfg.replace(steps=9001), "abc")  # steps may grow
+    assert not run.resumable(cfg, "other data")
+    assert not run.resumable(cfg.replace(seed=1), "abc")
 
 
 def test_run_configs_quick_and_seeds():
     runs = reproduce.run_configs(["logreg_gd", "overfit_small", "deep"], seed=3, deep_seeds=(0, 2), quick=True,
                                  num_train=100)
     assert [name for name, _ in runs] == ["logreg_gd", "overfit_small", "deep_seed0", "deep_seed2"]
-    gd, small, deep0, deep2 = (c for _, c in runs)
+    gd, small, deep0, deep2 = (p.config for _, p in runs)
     assert gd.seed == small.seed == 3 and (deep0.seed, deep2.seed) == (0, 2)
-    assert all(c.steps == reproduce.QUICK_OVERRIDES["steps"] for _, c in runs)
+    assert all(p.config.steps == reproduce.QUICK_OVERRIDES["steps"] for _, p in runs)
+    assert all(p.settings.log_every == reproduce.QUICK_OVERRIDES["log_every"] for _, p in runs)
     assert gd.batch_size is None and small.batch_size == 100  # cut to the tiny training set
     full = reproduce.run_configs(["deep"], seed=0, deep_seeds=(1,), quick=False, num_train=100)
-    assert full == [("deep_seed1", config.get_preset("deep", seed=1))]
+    assert full == [("deep_seed1", presets.get("deep", seed=1))]
 
 
 def test_representative_run_is_the_median():
     metrics = {"a": {"test_accuracy": 90.0}, "b": {"test_accuracy": 80.0}, "c": {"test_accuracy": 85.0}}
-    assert reproduce.representative_run(["a", "b", "c"], metrics) == "c"
-    assert reproduce.representative_run(["a", "b"], metrics) == "b"
-    assert reproduce.representative_run(["a"], metrics) == "a"
+    assert results.representative_run(["a", "b", "c"], metrics) == "c"
+    assert results.representative_run(["a", "b"], metrics) == "b"
+    assert results.representative_run(["a"], metrics) == "a"

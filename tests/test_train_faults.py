@@ -1,10 +1,12 @@
-"""Training faults: a run killed with SIGKILL resumes to the same result; a diverging run stops cleanly."""
+"""Training faults: a run killed with SIGKILL resumes to the same result, Ctrl-C keeps a checkpoint and
+``--resume`` finishes it identically, a diverging run stops cleanly."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dnn_tf import io, train
+from dnn_tf import files, train
 from dnn_tf.cli import train as train_cli
 from dnn_tf.config import TrainConfig
 
@@ -39,7 +41,7 @@ START_TIMEOUT = 120  # seconds for the subprocess to import TensorFlow and write
 @pytest.fixture(scope="module")
 def pickle_path(tiny_dataset, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("data") / "notMNIST.pickle"
-    io.save_pickle(path, tiny_dataset)
+    files.save_pickle(path, tiny_dataset)
     return str(path)
 
 
@@ -74,7 +76,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(pickle_path, tmp_path
 
     capsys.readouterr()
     assert train_cli.main([*argv, "--resume"]) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # log lines go to stderr
     match = re.search(r"Resumed from \S+ckpt-(\d+) at step (\d+)", printed)
     assert match and int(match.group(1)) == int(match.group(2)) >= done
 
@@ -90,6 +92,57 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(pickle_path, tmp_path
                                rtol=1e-4, atol=1e-6)
     assert resumed["seconds"] > 0 and all(h["seconds"] >= 0 for h in resumed["history"])
     assert (killed / "saved_model" / "saved_model.pb").is_file()
+
+
+def interrupt_after_first_log_line(argv: list[str], stderr_path: Path) -> int:
+    """Starts ``python -m dnn_tf.cli.train argv``, sends SIGINT (Ctrl-C) once it logs step 0; returns its status."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "dnn_tf.cli.train", *argv], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while "Minibatch loss at step 0:" not in stderr_path.read_text():
+                assert proc.poll() is None, f"finished before logging: {stderr_path.read_text()[-2000:]}"
+                assert time.monotonic() < deadline, "no log line in time"
+                time.sleep(POLL_SECONDS)
+            proc.send_signal(signal.SIGINT)
+            status = proc.wait(timeout=START_TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return status
+
+
+def test_ctrl_c_checkpoints_the_step_and_resume_finishes_identically(pickle_path, tmp_path, capsys):
+    stopped = tmp_path / "stopped"
+    # no periodic checkpoints at all: before, a Ctrl-C kept nothing of such a run
+    argv = ["--data", pickle_path, "--out", str(stopped), *RUN_ARGS, "--checkpoint-every", "0"]
+    status = interrupt_after_first_log_line(argv, tmp_path / "stderr.txt")
+    last = (tmp_path / "stderr.txt").read_text().strip().splitlines()[-1]
+    assert status == 130, last
+    match = re.fullmatch(r"dnn-tf-train: interrupted after step (\d+); checkpoint (\S+); resume with: (.+)", last)
+    assert match, last
+    step, checkpoint, command = int(match.group(1)), match.group(2), shlex.split(match.group(3))
+    assert 0 < step < STEPS and checkpoint == str(stopped / "checkpoints" / f"ckpt-{step}")
+    assert tf.train.latest_checkpoint(str(stopped / "checkpoints")) == checkpoint
+    assert not (stopped / "metrics.json").exists()
+    assert command == ["dnn-tf-train", *argv, "--resume"]
+
+    capsys.readouterr()
+    assert train_cli.main([*command[1:], "--quiet"]) == 0  # the printed command, as the user would run it
+    full = tmp_path / "full"
+    assert train_cli.main(["--data", pickle_path, "--out", str(full), *RUN_ARGS, "--checkpoint-every", "0",
+                           "--quiet"]) == 0
+    resumed, reference = (json.loads((d / "metrics.json").read_text()) for d in (stopped, full))
+    assert resumed["steps"] == reference["steps"] == STEPS
+    for key in ("valid_accuracy", "test_accuracy", "valid_sanitized_accuracy", "test_sanitized_accuracy"):
+        assert resumed[key] == reference[key], key
+    def without_time(metrics):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in metrics["history"]]
+
+    assert without_time(resumed) == without_time(reference)
 
 
 def test_too_large_learning_rate_exits_3_and_keeps_the_last_good_checkpoint(pickle_path, tmp_path, capsys):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnn_tf import io
+from dnn_tf import files
 from dnn_tf.cli import UsageError
 from fixtures import make_stripes_dataset
 
@@ -32,27 +32,32 @@ def data():
 def test_fold_splits_hold_out_one_slice_of_train_and_valid_and_drops_test(tune, data):
     both = np.concatenate([data["train_dataset"], data["valid_dataset"]])
     labels = np.concatenate([data["train_labels"], data["valid_labels"]])
-    splits = dict(tune.fold_splits(data, (0, 1)))
+    size = 800
+    splits = dict(tune.fold_splits(data, (0, 1), size))
     assert list(splits) == [0, 1]
     for fold, split in splits.items():
-        held = slice(fold * tune.FOLD_SIZE, (fold + 1) * tune.FOLD_SIZE)
+        held = slice(fold * size, (fold + 1) * size)
         np.testing.assert_array_equal(split["valid_dataset"], both[held])
         np.testing.assert_array_equal(split["valid_labels"], labels[held])
         np.testing.assert_array_equal(split["test_dataset"], both[held])  # the real test split is never used
-        assert len(split["train_dataset"]) == len(both) - tune.FOLD_SIZE == len(split["train_labels"])
+        assert len(split["train_dataset"]) == len(both) - size == len(split["train_labels"])
         rest = np.delete(np.arange(len(both)), np.arange(len(both))[held])
         np.testing.assert_array_equal(split["train_dataset"], both[rest])
         assert set(split) == {f"{s}_{k}" for s in ("train", "valid", "test") for k in ("dataset", "labels")}
     with pytest.raises(UsageError, match="fold 2 is outside 0..1"):
-        next(tune.fold_splits(data, (0, 2)))  # every fold is checked before the first is handed out
+        next(tune.fold_splits(data, (0, 2), size))  # every fold is checked before the first is handed out
+    by_default = dict(tune.fold_splits(data, (5,)))  # folds as large as the validation split: 6 of 300
+    np.testing.assert_array_equal(by_default[5]["valid_labels"], labels[1500:1800])
+    with pytest.raises(UsageError, match="fold 6 is outside 0..5"):
+        next(tune.fold_splits(data, (6,)))
 
 
 def test_folds_run_each_candidate_per_fold_and_refuse_with_test(tune, data, tmp_path, capsys):
     path = tmp_path / "d.pickle"
-    io.save_pickle(path, data)
+    files.save_pickle(path, data)
     out = tmp_path / "cv.json"
     common = ["--data", str(path), "--out", str(out), "--preset", "logreg_sgd", "--seeds", "0",
-              "--set", "steps=11", "--set", "log_every=10"]
+              "--set", "steps=11", "--set", "log_every=10", "--fold-size", "800"]
     assert tune.main(common + ["--folds", "0,1", "--with-test"]) == 2
     assert "--folds leaves the test split out" in capsys.readouterr().err
     assert tune.main(common + ["--folds", "0,2"]) == 2  # fold 2 does not exist: nothing is trained

@@ -22,12 +22,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dnn_tf.cli import ArgumentParser, UsageError, run
+from dnn_tf import dataset
+from dnn_tf.cli import ArgumentParser, UsageError, add_output_flags, import_tensorflow, run, setup_output, show_progress
+from dnn_tf.notmnist import LETTERS
 
 PROG = "dnn-tf-evaluate"
-LETTERS = "ABCDEFGHIJ"
 PICKLE_SUFFIXES = (".pickle", ".pkl")
-SPLITS = ("train", "valid", "test", "valid_sanitized", "test_sanitized")
+SPLITS = dataset.SPLITS + dataset.SANITIZED_SPLITS
 DEFAULT_BATCH = 10000
 
 
@@ -40,7 +41,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
                    help="images per forward pass (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar while decoding")
+    add_output_flags(p)
     return p
 
 
@@ -53,16 +54,13 @@ def load_labelled(path: str, split: str, progress: bool) -> tuple[np.ndarray, np
     if not os.path.exists(path):
         raise UsageError(f"{path} does not exist")
     if os.path.isfile(path) and path.lower().endswith(PICKLE_SUFFIXES):
-        from dnn_tf.data import load_pickle
-        from dnn_tf.train import data_keys
-
-        data = load_pickle(path)
-        keys = data_keys(split)
-        if not isinstance(data, dict) or not all(k in data for k in keys):
+        data = dataset.load(path)
+        keys = dataset.keys(split)
+        if not all(k in data for k in keys):
             raise UsageError(f"{path} has no {keys[0]}/{keys[1]}")
-        images, labels, skipped = np.asarray(data[keys[0]], np.float32), np.asarray(data[keys[1]]), 0
+        images, labels, skipped = data[keys[0]], data[keys[1]], 0
     else:
-        from dnn_tf.archive import read_images
+        from dnn_tf.decode import read_images
 
         found = read_images(path, progress=progress)
         images, labels, skipped = found.images, found.labels, len(found.skipped)
@@ -100,6 +98,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    setup_output(args)
     if args.batch_size <= 0:
         raise UsageError(f"--batch-size must be > 0, got {args.batch_size}")
     # Checked before TensorFlow is imported: fast errors without its start-up log lines.
@@ -107,10 +106,11 @@ def body(argv: Sequence[str] | None) -> int:
         raise UsageError(f"no SavedModel in {args.model}")
     if not os.path.exists(args.images):
         raise UsageError(f"{args.images} does not exist")
-    from dnn_tf.train import predict, resolve_saved_model
+    images, labels, skipped = load_labelled(args.images, args.split, progress=show_progress(args))
+    import_tensorflow(args)
+    from dnn_tf.inference import predict, resolve_saved_model
 
     model_dir = resolve_saved_model(args.model)  # FileNotFoundError -> exit 2
-    images, labels, skipped = load_labelled(args.images, args.split, progress=not args.quiet)
     if labels.min() < 0 or labels.max() >= len(LETTERS):
         raise UsageError(f"labels in {args.images} are not in 0..{len(LETTERS) - 1}")
     probabilities = predict(model_dir, images, batch_size=args.batch_size)
@@ -122,9 +122,9 @@ def body(argv: Sequence[str] | None) -> int:
           + (f", {skipped} unreadable files skipped)" if skipped else ")"))
     print(format_table(rows))
     if args.json:
-        from dnn_tf import io
+        from dnn_tf import files
 
-        io.write_json(args.json, {"model": model_dir, "images": args.images,
+        files.write_json(args.json, {"model": model_dir, "images": args.images,
                                   "split": args.split if args.images.lower().endswith(PICKLE_SUFFIXES) else None,
                                   "n": len(labels), "correct": correct, "accuracy": accuracy,
                                   "skipped": skipped, "per_letter": rows})
