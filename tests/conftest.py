@@ -78,3 +78,23 @@ def log_lines() -> list[str]:
     yield lines
     logger.removeHandler(handler)
     logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """run(name) -> (out dir, stdout lines): each benchmark's main(--tiny) once per module, into one folder."""
+    import bench_support  # noqa: F401 - puts benchmarks/ on sys.path
+
+    out = tmp_path_factory.mktemp("bench")
+    done: dict[str, list[str]] = {}
+
+    def run(name: str, capsys=None):
+        if name not in done:
+            module = __import__(name)
+            if capsys is not None:
+                capsys.readouterr()
+            assert module.main(["--tiny", "--out", str(out)]) == 0
+            done[name] = capsys.readouterr().out.strip().splitlines() if capsys is not None else []
+        return out, done[name]
+
+    return run
