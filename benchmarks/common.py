@@ -13,6 +13,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -25,6 +26,9 @@ DEFAULT_OUT = REPO / "results"
 MIN_REPEATS = 5
 MEMINFO_KEYS = ("VmHWM", "VmRSS")
 KIB = 1024
+POLL_SECONDS = 0.05  # memory polling interval of run_tree_measured
+PSS_EVERY = 20  # ... which reads Pss (costly, see pss) every this many polls
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MIB = 1024 * 1024
 
 if str(REPO) not in sys.path:  # `python benchmarks/x.py` from anywhere finds dnn_tf
@@ -140,6 +144,90 @@ def run_python(code: str, timeout: float = 600.0, env: Mapping[str, str] | None 
     return json.loads(lines[-1])
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (from /proc/<pid>/task/<tid>/children, Linux)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def rss(pid: int) -> int:
+    """Resident bytes of a process from /proc/<pid>/statm (cheap: no page-table walk); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def pss(pid: int) -> int:
+    """Proportional set size of a process in bytes (/proc/<pid>/smaps_rollup); 0 once it is gone.
+
+    Pss splits each shared page (say, copy-on-write pages of a forked worker) between the processes
+    that map it, so a sum of Pss over a process tree counts every page once; a sum of Rss counts
+    shared pages in every process. Reading it walks the page tables (and holds the process's memory
+    map lock meanwhile), so it is sampled less often than Rss.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key == "Pss":
+                    return int(rest.split()[0]) * KIB
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def run_tree_measured(code: str, args: Sequence[str], path: Sequence[str | os.PathLike], cwd: str | os.PathLike,
+                      timeout: float = 900.0) -> dict[str, Any]:
+    """Runs ``python -c code *args`` in ``cwd`` with only ``path`` on PYTHONPATH, polling its memory.
+
+    Returns:
+      The JSON object of its last stdout line, plus ``wall`` seconds, ``tree_rss`` / ``tree_pss``: the
+      largest sum of Rss (polled every ``POLL_SECONDS``) / Pss (every ``PSS_EVERY`` polls) over the
+      process and its descendants, and ``largest_process_rss``: ``ru_maxrss`` of ``os.wait4`` (the
+      peak of the largest single process of the tree).
+
+    Raises:
+      RuntimeError: the child failed, printed no JSON or ran past ``timeout`` (then it is killed).
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in path))
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=out, stderr=err, cwd=cwd, env=env)
+        tree_rss = tree_pss = polls = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - t0 > timeout:
+                proc.kill()
+            tree = process_tree(proc.pid)
+            tree_rss = max(tree_rss, sum(rss(p) for p in tree))
+            if polls % PSS_EVERY == 0:
+                tree_pss = max(tree_pss, sum(pss(p) for p in tree))
+            polls += 1
+            time.sleep(POLL_SECONDS)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        lines = [ln for ln in out.read().splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"child failed (exit {proc.returncode}): " + " | ".join(err.read().splitlines()[-5:]))
+    return {**json.loads(lines[-1]), "wall": wall, "tree_rss": tree_rss, "tree_pss": tree_pss,
+            "largest_process_rss": usage.ru_maxrss * KIB}
+
+
 # --------------------------------------------------------------------------- output
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -230,6 +318,13 @@ def parser(prog: str, description: str) -> ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="tiny sizes, a few seconds (smoke test)")
     p.add_argument("--repeats", type=int, default=None, help=f"timed rounds (default {MIN_REPEATS}; --tiny: 2)")
     return p
+
+
+def add_glyphs_flag(p: ArgumentParser) -> None:
+    """``--glyphs PATH``: a notMNIST-like archive whose real glyphs a benchmark builds its data from."""
+    p.add_argument("--glyphs", default=None, metavar="PATH",
+                   help="a notMNIST-like .tar.gz of real glyphs to build the data from, say notMNIST_small_dev "
+                        "(default: glyphs generated by tests/fixtures.py)")
 
 
 def repeats_of(args) -> int:

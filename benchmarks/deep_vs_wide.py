@@ -5,10 +5,10 @@ hidden layers). For each budget -- the parameter count of one hidden layer of
 256, 512 and 1024 units -- the deep widths are solved so the parameter counts
 match within 2%. Every net gets the same training: ``train_and_evaluate``
 with He initialization, SGD with momentum, the same exponential learning-rate
-decay, batch size and number of steps, on the same data: the shared 8,000-image
-sample prepared with ``dnn_tf.prepare.prepare`` (6,400 / 800 / 800; cached in the
-temp folder) or, without it, generated glyphs. Several seeds per net; the
-statement uses validation accuracy only.
+decay, batch size and number of steps, on the same data: the archive given with
+``--glyphs`` (say notMNIST_small_dev) prepared with ``dnn_tf.prepare.prepare`` (split
+80/10/10 %; cached in the temp folder) or, without it, generated glyphs. Several seeds
+per net; the statement uses validation accuracy only.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ import numpy as np  # noqa: E402
 
 PROG = "deep_vs_wide"
 STEM = "deep_vs_wide"
-SAMPLE = common.REPO.parent / "shared" / "notmnist" / "notMNIST_sample.tar.gz"
-CACHE_DIR = Path(tempfile.gettempdir()) / "dnn_tf_bench_cache" / "sample_prepared"
+CACHE_DIR = Path(tempfile.gettempdir()) / "dnn_tf_bench_cache" / "glyphs_prepared"
 IMAGE_PIXELS = 784
 NUM_CLASSES = 10
 MATCH_TOLERANCE = 0.02
@@ -82,21 +81,21 @@ def nets(anchors) -> list[dict]:
 # --------------------------------------------------------------------------- data
 
 
-def load_data(tiny: bool) -> tuple[dict, str]:
-    """The prepared shared sample (cached), else generated glyphs (always in tiny mode)."""
-    if SAMPLE.exists() and not tiny:
+def load_data(tiny: bool, glyphs: str | None = None) -> tuple[dict, str]:
+    """The archive ``glyphs`` prepared (cached), else generated glyphs (always in tiny mode)."""
+    if glyphs and not tiny:
         from dnn_tf import dataset
         from dnn_tf.prepare import MERGED_PICKLE, prepare
 
-        prepare(SAMPLE, out_dir=CACHE_DIR)
+        prepare(glyphs, out_dir=CACHE_DIR)
         data = dataset.load(CACHE_DIR / MERGED_PICKLE)
-        return data, f"the shared sample {SAMPLE.name} prepared by dnn_tf.prepare.prepare"
+        return data, f"{Path(glyphs).name} prepared by dnn_tf.prepare.prepare (--glyphs)"
     sys.path.insert(0, str(common.REPO / "tests"))
     from fixtures import make_dataset
 
     train, valid, test = GENERATED_PER_CLASS["tiny" if tiny else "full"]
     data = make_dataset(train, valid, test, seed=0)
-    what = "generated glyphs (tests/fixtures.py)" + ("" if tiny else " -- the shared sample is absent")
+    what = "generated glyphs (tests/fixtures.py)" + ("" if tiny else " -- no --glyphs archive given")
     return data, what
 
 
@@ -227,6 +226,7 @@ def main(argv=None) -> int:
     p = common.parser(PROG, __doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=None, help="seeds per net (default 3; --tiny: 1)")
     p.add_argument("--steps", type=int, default=None, help="training steps per net (default 1000; --tiny: 40)")
+    common.add_glyphs_flag(p)
     args = p.parse_args(argv)
     sizes = TINY if args.tiny else FULL
     seeds = tuple(range(args.seeds)) if args.seeds else sizes["seeds"]
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
         raise ValueError("--steps and --seeds must be >= 1")
     start = time.perf_counter()
     machine = common.machine()
-    data, what = load_data(args.tiny)
+    data, what = load_data(args.tiny, args.glyphs)
     n_valid = len(data["valid_labels"])
     runs = []
     todo = nets(sizes["anchors"])

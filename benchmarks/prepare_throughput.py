@@ -12,12 +12,12 @@ peak memory, VmHWM from /proc/self/status):
   array (``load_letter``; ``scipy.ndimage.imread`` is gone). Time includes
   the extraction.
 
-Sources: the shared 8,000-image sample (when present) and a generated archive
-of 100,000 PNGs (the sample's images replicated, or fixture glyphs without
-the sample; layout ``root/A..J/*.png``, shuffled member order; cached in the
-temp folder). Rounds are interleaved (course, ours w=1, ours w=2, ...); times
-are medians. Also: the projected time for notMNIST_large (529,114 images) and
-the time of ``dnn_tf.duplicates.find_overlaps`` on 200,000 + 10,000 + 10,000 images.
+Sources: the archive given with ``--glyphs`` (real glyphs, say notMNIST_small_dev) and a generated
+archive of 100,000 PNGs (its images replicated, or fixture glyphs without ``--glyphs``; layout
+``root/A..J/*.png``, shuffled member order; cached in the temp folder). Rounds are interleaved
+(course, ours w=1, ours w=2, ...); times are medians. Also: the projected time for notMNIST_large
+(529,114 images; prepare_full_scale measures it) and the time of ``dnn_tf.duplicates.find_overlaps``
+on 200,000 + 10,000 + 10,000 images.
 """
 
 from __future__ import annotations
@@ -43,11 +43,10 @@ from dnn_tf.notmnist import IMAGE_SIZE, LETTERS, PIXEL_DEPTH  # noqa: E402
 
 PROG = "prepare_throughput"
 STEM = "prepare_throughput"
-SAMPLE = common.REPO.parent / "shared" / "notmnist" / "notMNIST_sample.tar.gz"
 LARGE_IMAGES = 529_114  # notMNIST_large
 SYNTH_ROOT = "notMNIST_bench"
 SYNTH_COMPRESSLEVEL = 6
-FIXTURE_PER_CLASS = 100  # glyphs per letter when the sample is absent
+FIXTURE_PER_CLASS = 100  # glyphs per letter without --glyphs
 CACHE_DIR = Path(tempfile.gettempdir()) / "dnn_tf_bench_cache"
 TARGET_RATIO = 3.0
 TARGET_LARGE_SECONDS = 90.0
@@ -115,17 +114,14 @@ def child(kind: str, archive: str | None = None, workers: int | None = None) -> 
 
     out = {"kind": kind, "workers": workers}
     cpu0 = cpu_seconds()
-    if kind == "import":
-        pass
-    elif kind == "import_archive":
+    if kind == "import_archive":
         import dnn_tf.decode  # noqa: F401 - archive, png and Pillow
     elif kind == "ours":
         from dnn_tf.decode import read_images
 
         t0 = time.perf_counter()
         result = read_images(archive, workers=workers)
-        out["seconds"] = time.perf_counter() - t0
-        out["images"] = int(result.images.shape[0])
+        out["seconds"], out["images"] = time.perf_counter() - t0, int(result.images.shape[0])
         out["array_bytes"] = int(result.images.nbytes + result.labels.nbytes)
     elif kind == "course":
         from PIL import Image  # noqa: F401
@@ -137,8 +133,7 @@ def child(kind: str, archive: str | None = None, workers: int | None = None) -> 
             out["seconds"] = time.perf_counter() - t0
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        out["images"] = int(sum(len(a) for a in letters))
-        out["array_bytes"] = int(sum(a.nbytes for a in letters))
+        out["images"], out["array_bytes"] = int(sum(len(a) for a in letters)), int(sum(a.nbytes for a in letters))
     elif kind == "dedup":
         from dnn_tf.duplicates import find_overlaps
 
@@ -146,13 +141,10 @@ def child(kind: str, archive: str | None = None, workers: int | None = None) -> 
         train, valid, test, planted = dedup_arrays(*sizes[:3], planted=sizes[3])
         t0 = time.perf_counter()
         counts, valid_keep, test_keep = find_overlaps(train, valid, test)
-        out["seconds"] = time.perf_counter() - t0
-        out["planted"] = planted
-        out["found"] = {"train-valid": counts["exact"]["across"]["train-valid"],
-                        "train-test": counts["exact"]["across"]["train-test"]}
-        out["valid_dropped"] = int((~valid_keep).sum())
-        out["test_dropped"] = int((~test_keep).sum())
-    else:
+        out["seconds"], out["planted"] = time.perf_counter() - t0, planted
+        out["found"] = {pair: counts["exact"]["across"][pair] for pair in ("train-valid", "train-test")}
+        out["valid_dropped"], out["test_dropped"] = int((~valid_keep).sum()), int((~test_keep).sum())
+    elif kind != "import":
         raise ValueError(f"unknown contender {kind!r}")
     out["cpu_seconds"] = cpu_seconds() - cpu0  # includes the imports above, a few tens of ms
     out.update(common.proc_status())
@@ -181,16 +173,13 @@ def dedup_arrays(n_train: int, n_valid: int, n_test: int, planted: int):
 # --------------------------------------------------------------------------- the generated archive
 
 
-def source_pngs(tiny: bool) -> tuple[list[tuple[int, bytes]], str]:
-    """(label, PNG bytes) to replicate: the shared sample's members, else rendered fixture glyphs."""
-    if SAMPLE.exists():
-        out = []
-        with tarfile.open(SAMPLE) as tar:
-            for member in tar:
-                parts = member.name.split("/")
-                if member.isfile() and len(parts) >= 2 and parts[-2] in LETTERS and parts[-1].endswith(".png"):
-                    out.append((LETTERS.index(parts[-2]), tar.extractfile(member).read()))
-        return out, f"replicated {len(out):,} images of {SAMPLE.name}"
+def source_pngs(tiny: bool, glyphs: str | None = None) -> tuple[list[tuple[int, bytes]], str]:
+    """(label, PNG bytes) to replicate: the members of the archive ``glyphs``, else rendered fixture glyphs."""
+    if glyphs:
+        from dnn_tf.archive import open_source
+
+        out = [(label, data) for name, label, data in open_source(glyphs) if label is not None and name.endswith(".png")]
+        return out, f"replicated {len(out):,} images of {Path(glyphs).name}"
     sys.path.insert(0, str(common.REPO / "tests"))
     from fixtures import make_glyph_images  # noqa: E402
     from PIL import Image
@@ -202,14 +191,13 @@ def source_pngs(tiny: bool) -> tuple[list[tuple[int, bytes]], str]:
         buf = io.BytesIO()
         Image.fromarray(image, mode="L").save(buf, format="PNG")
         out.append((int(label), buf.getvalue()))
-    return out, f"replicated {len(out):,} rendered fixture glyphs (shared sample absent)"
+    return out, f"replicated {len(out):,} rendered fixture glyphs (no --glyphs archive given)"
 
 
 def build_archive(path: Path, n: int, pngs: list[tuple[int, bytes]], seed: int = SEED) -> None:
     """Writes a ``.tar.gz`` of ``n`` PNGs, ``root/<letter>/<i>.png``, members in shuffled order."""
-    order = list(range(n))
+    order, mtime = list(range(n)), int(time.time())
     random.Random(seed).shuffle(order)
-    mtime = int(time.time())
     with common.dio.atomic_path(path) as tmp, tarfile.open(tmp, "w:gz", compresslevel=SYNTH_COMPRESSLEVEL) as tar:
         for letter in LETTERS:
             info = tarfile.TarInfo(f"{SYNTH_ROOT}/{letter}")
@@ -222,9 +210,9 @@ def build_archive(path: Path, n: int, pngs: list[tuple[int, bytes]], seed: int =
             tar.addfile(info, io.BytesIO(data))
 
 
-def cached_archive(n: int, tiny: bool) -> tuple[Path, str]:
+def cached_archive(n: int, tiny: bool, glyphs: str | None = None) -> tuple[Path, str]:
     """The generated archive of ``n`` PNGs, built once and cached in the temp folder."""
-    pngs, what = source_pngs(tiny)
+    pngs, what = source_pngs(tiny, glyphs)
     digest = hashlib.sha256(b"".join(d for _, d in pngs[:1000])).hexdigest()[:12]
     path = CACHE_DIR / f"synthetic_{n}_{len(pngs)}_{digest}.tar.gz"
     if not path.exists():
@@ -315,8 +303,7 @@ def render(result: dict) -> str:
         "`dnn_tf.decode.read_images(archive, workers=N)` (streamed from the tar, nothing extracted).",
         "",
         common.markdown_table(["source", "contender", "images", "seconds", "CPU s", "images/s", "x course",
-                               "peak RSS MiB",
-                               "above import MiB", "worker peak MiB"], rows),
+                               "peak RSS MiB", "above import MiB", "worker peak MiB"], rows),
         "",
         "`CPU s` = user + system time of the contender's process and its workers (less sensitive to other "
         "processes than wall time): the single-process contenders' CPU-time ratio, course / ours w=1, is "
@@ -356,7 +343,9 @@ def render(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    args = common.parser(PROG, __doc__.splitlines()[0]).parse_args(argv)
+    p = common.parser(PROG, __doc__.splitlines()[0])
+    common.add_glyphs_flag(p)
+    args = p.parse_args(argv)
     sizes = TINY if args.tiny else FULL
     repeats = common.repeats_of(args)
     start = time.perf_counter()
@@ -364,13 +353,13 @@ def main(argv=None) -> int:
     probes = 1 if args.tiny else IMPORT_PROBES
     numpy_rss = common.median([run_child("import")["VmHWM"] for _ in range(probes)])
     import_rss = common.median([run_child("import_archive")["VmHWM"] for _ in range(probes)])
-    synthetic, what = cached_archive(sizes["synthetic"], args.tiny)
+    synthetic, what = cached_archive(sizes["synthetic"], args.tiny, args.glyphs)
     sources = []
     rounds_sample = min(repeats, sizes["rounds_sample"]) if args.repeats is None else repeats
-    if SAMPLE.exists() and not args.tiny:
-        sources.append(summarize(SAMPLE.name, compare(SAMPLE, rounds_sample), int(import_rss)))
+    if args.glyphs and not args.tiny:
+        sources.append(summarize(Path(args.glyphs).name, compare(Path(args.glyphs), rounds_sample), int(import_rss)))
     elif not args.tiny:
-        common.log(f"{SAMPLE} absent: skipping the sample")
+        common.log("no --glyphs archive: measuring the generated archive only")
     rounds_large = min(repeats, sizes["rounds_large"]) if args.repeats is None else repeats
     sources.append(summarize(f"generated {sizes['synthetic']:,} PNGs",
                              compare(synthetic, rounds_large, sizes["course_rounds_large"]), int(import_rss)))
@@ -383,7 +372,7 @@ def main(argv=None) -> int:
              "all_seconds": [r["seconds"] for r in dedup_runs], "planted": dedup_runs[0]["planted"],
              "found": dedup_runs[0]["found"], "peak_rss": max(r["VmHWM"] for r in dedup_runs)}
     result = {"benchmark": STEM, "machine": machine, "machine_end": common.machine(), "tiny": bool(args.tiny),
-              "rounds": (f"{rounds_sample} rounds on the sample, " if len(sources) > 1 else "")
+              "rounds": (f"{rounds_sample} rounds on the --glyphs archive, " if len(sources) > 1 else "")
               + f"{rounds_large} on the generated archive ({sizes['course_rounds_large']} of the course baseline)",
               "numpy_rss": numpy_rss, "import_rss": import_rss, "synthetic_what": what,
               "synthetic_archive": str(synthetic), "sources": sources, "large_images": LARGE_IMAGES,

@@ -18,10 +18,14 @@ batch sizes and step counts, steady-state steps/s of:
 Contenders run round-robin (A, B, C, A, B, C, ...) after a compile/warm-up
 round; each number is the median of the rounds. Then the cost of evaluating a
 10,000-example validation set every 500 steps of a 3,001-step
-``train_and_evaluate`` run.
+``train_and_evaluate`` run, and the ``deep`` preset's step as configured (Adam,
+dropout, L2, jitter) against a bare step of its net and Keras ``fit``, with a
+profile of where its time goes (``train_deep``). The contenders themselves are
+in ``train_contenders``.
 
-The last three lines printed are the ratios for 784-1024-10 at batch 128:
-``ratio ours/limit=R``, ``ratio ours/keras_fit=R``, ``ratio ours/tf1_feed_dict=R``.
+The last five lines printed are the ratios: for 784-1024-10 at batch 128
+``ratio ours/limit=R``, ``ratio ours/keras_fit=R``, ``ratio ours/tf1_feed_dict=R``,
+then for the deep preset ``ratio deep_preset/bare_step=R``, ``ratio deep_preset/keras_fit=R``.
 """
 
 from __future__ import annotations
@@ -38,30 +42,25 @@ import common  # noqa: E402  (sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from dnn_tf import distribute, inputs, presets  # noqa: E402
+import train_deep  # noqa: E402
+from dnn_tf import presets  # noqa: E402
 from dnn_tf import train as dtrain  # noqa: E402
 from dnn_tf.model import flops_per_example  # noqa: E402
+from train_contenders import (IMAGE_PIXELS, LEARNING_RATE, NUM_CLASSES, SEED, make_keras_fit,  # noqa: E402
+                              make_matmul, make_ours, make_tf1_feed_dict, matmul_shapes, synthetic_data)
 
 PROG = "train_throughput"
 STEM = "train_throughput"
-IMAGE_PIXELS = 784
-NUM_CLASSES = 10
 HEADLINE_NET = "784-1024-10"
 HEADLINE_BATCH = 128
-LEARNING_RATE = 0.1  # small enough that no contender diverges on the synthetic data
-SEED = 0
-NOISE = 0.25  # synthetic images: class prototype + this much Gaussian noise, clipped to [-0.5, 0.5]
-# Matmul shapes whose FLOPs are below this fraction of the net's largest layer are not timed.
-MIN_SHAPE_SHARE = 0.5
-SQUARE_SIZES = (1024, 2048)
-MATMUL_TARGET_FLOP = 4e9  # FLOPs per timed matmul burst (~20-40 ms)
 # Evaluation cost: the course's schedule.
 EVAL_STEPS = 3001
 EVAL_EVERY = 500
 EVAL_EXAMPLES = 10000
 EVAL_TARGET_PCT = 5.0
 BF16_VARIANT = "ours spc=10 bf16 (prototype)"
-TARGETS = {"ours/limit": 0.6, "ours/keras_fit": 1.0, "ours/tf1_feed_dict": 1.5}
+HEADLINE_TARGETS = {"ours/limit": 0.6, "ours/keras_fit": 1.0, "ours/tf1_feed_dict": 1.0}
+TARGETS = {**HEADLINE_TARGETS, **train_deep.TARGETS}
 
 
 @dataclass(frozen=True)
@@ -77,30 +76,20 @@ class Sizes:
     eval_examples: int
     eval_repeats: int
     spc: int  # steps per call of the multi-step variants
+    deep_steps: int  # timed steps per round of the deep preset (a multiple of its steps_per_call)
+    deep_hidden: tuple[int, ...] | None = None  # the deep preset's hidden sizes (None: its own)
     variants: bool = True  # also the XLA variants and the bfloat16 prototype (at the headline net and batch)
 
 
 FULL = Sizes(nets={HEADLINE_NET: (1024,), "784-1024-512-256-10": (1024, 512, 256)}, batches=(128, 1024),
              steps={128: 150, 1024: 20}, train_examples=20000, eval_steps=EVAL_STEPS, eval_every=EVAL_EVERY,
-             eval_examples=EVAL_EXAMPLES, eval_repeats=1, spc=10)
+             eval_examples=EVAL_EXAMPLES, eval_repeats=1, spc=10, deep_steps=20)
 TINY = Sizes(nets={HEADLINE_NET: (1024,)}, batches=(128,), steps={128: 20}, train_examples=2048,
-             eval_steps=101, eval_every=50, eval_examples=1000, eval_repeats=1, spc=10, variants=False)
+             eval_steps=101, eval_every=50, eval_examples=1000, eval_repeats=1, spc=10, deep_steps=10,
+             deep_hidden=(64, 32), variants=False)
 
 
-# --------------------------------------------------------------------------- data
-
-
-def synthetic_data(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable stand-in images: float32 (n, 28, 28) in [-0.5, 0.5] and int32 labels (n,)."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.uniform(-0.5, 0.5, (NUM_CLASSES, 28, 28)).astype(np.float32)
-    labels = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
-    images = prototypes[labels] + NOISE * rng.standard_normal((n, 28, 28)).astype(np.float32)
-    return np.clip(images, -0.5, 0.5), labels
-
-
-# --------------------------------------------------------------------------- contenders
-# Each make_* returns run() -> seconds of `steps` steady-state steps (set-up excluded).
+# --------------------------------------------------------------------------- contenders (train_contenders)
 
 
 def ours_config(hidden: Sequence[int], batch: int, spc: int | None = None, xla: bool | None = None):
@@ -110,153 +99,6 @@ def ours_config(hidden: Sequence[int], batch: int, spc: int | None = None, xla: 
                         learning_rate=LEARNING_RATE, checkpoint_every=0, seed=SEED,
                         steps_per_call=spc if spc else base.settings.steps_per_call,
                         xla=base.settings.xla if xla is None else xla)
-
-
-def make_ours(preset, images: np.ndarray, labels: np.ndarray, steps: int,
-              compute_dtype=None) -> Callable[[], float]:
-    """dnn_tf's compiled train step (what train_and_evaluate calls), data resident on the device.
-
-    ``compute_dtype`` (prototype, not a dnn_tf option): build the MLP with this
-    compute dtype (e.g. ``tf.bfloat16``; variables, loss and updates stay float32).
-    """
-    config, settings = preset.config, preset.settings
-    if steps % settings.steps_per_call:
-        raise ValueError(f"steps {steps} is not a multiple of steps_per_call {settings.steps_per_call}")
-    create_model = dtrain.create_model
-    if compute_dtype is not None:
-        from dnn_tf.model import MLP
-
-        dtrain.create_model = lambda c: MLP(hidden_sizes=c.hidden_sizes, dropout_rate=c.dropout_rate, init=c.init,
-                                            init_stddev=c.init_stddev, seed=c.seed, compute_dtype=compute_dtype)
-    try:
-        with tf.device(distribute.default_device()):
-            x, y = tf.identity(tf.convert_to_tensor(images)), tf.identity(tf.convert_to_tensor(labels))
-            state = dtrain.create_train_state(config, images.shape[0])
-            batch_fn = inputs.make_batch_fn(config, x, y, state.permutation, state.epoch)
-            train_fn = dtrain.make_train_fn(config, settings, state, distribute.create_strategy(settings), batch_fn)
-    finally:
-        dtrain.create_model = create_model
-    count = tf.constant(settings.steps_per_call, tf.int64)
-    calls = steps // settings.steps_per_call
-
-    def run() -> float:
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            loss, _ = train_fn(count)
-        float(loss)  # wait for the last step
-        return time.perf_counter() - t0
-
-    return run
-
-
-def make_keras_fit(hidden: Sequence[int], batch: int, images: np.ndarray, labels: np.ndarray,
-                   steps: int) -> Callable[[], float]:
-    """``model.fit`` on a tf.data pipeline; times steps 1..steps-1 of each fit call (steady state)."""
-    keras = tf.keras
-    layers = [keras.Input((IMAGE_PIXELS,))] + [keras.layers.Dense(h, activation="relu") for h in hidden]
-    model = keras.Sequential(layers + [keras.layers.Dense(NUM_CLASSES)])
-    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    n = images.shape[0]
-    ds = (tf.data.Dataset.from_tensor_slices((images.reshape(n, IMAGE_PIXELS), labels)).cache()
-          .shuffle(n, seed=SEED).batch(batch, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE))
-
-    class Clock(keras.callbacks.Callback):
-        """Batch-begin and train-end times only: keeps Keras's asynchronous logs path."""
-
-        def on_train_batch_begin(self, step, logs=None):
-            if step == 1:
-                self.start = time.perf_counter()
-
-        def on_train_end(self, logs=None):
-            self.end = time.perf_counter()
-
-    def run() -> float:
-        clock = Clock()
-        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
-        return (clock.end - clock.start) * steps / (steps - 1)
-
-    return run
-
-
-def make_tf1_feed_dict(hidden: Sequence[int], batch: int, images: np.ndarray, labels: np.ndarray,
-                       steps: int) -> tuple[Callable[[], float], Callable[[], None]]:
-    """The course's graph + session loop. Returns (run, close)."""
-    v1 = tf.compat.v1
-    n = images.shape[0]
-    train_dataset = images.reshape(n, IMAGE_PIXELS)
-    train_labels = (np.arange(NUM_CLASSES) == labels[:, None]).astype(np.float32)  # the course's one-hot
-    sizes = (IMAGE_PIXELS, *hidden, NUM_CLASSES)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf_train_dataset = v1.placeholder(tf.float32, shape=(batch, IMAGE_PIXELS))
-        tf_train_labels = v1.placeholder(tf.float32, shape=(batch, NUM_CLASSES))
-        h = tf_train_dataset
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w = tf.Variable(v1.truncated_normal([a, b], stddev=float(np.sqrt(2.0 / a)), seed=SEED + i))
-            bias = tf.Variable(tf.zeros([b]))
-            h = tf.matmul(h, w) + bias
-            if i < len(sizes) - 2:
-                h = tf.nn.relu(h)
-        logits = h
-        loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=tf_train_labels, logits=logits))
-        optimizer = v1.train.GradientDescentOptimizer(LEARNING_RATE).minimize(loss)
-        train_prediction = tf.nn.softmax(logits)
-        init = v1.global_variables_initializer()
-    session = v1.Session(graph=graph)
-    session.run(init)
-    counter = [0]
-
-    def run() -> float:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            offset = (counter[0] * batch) % (train_labels.shape[0] - batch)
-            batch_data = train_dataset[offset:(offset + batch), :]
-            batch_labels = train_labels[offset:(offset + batch), :]
-            feed_dict = {tf_train_dataset: batch_data, tf_train_labels: batch_labels}
-            _, _, _ = session.run([optimizer, loss, train_prediction], feed_dict=feed_dict)
-            counter[0] += 1
-        return time.perf_counter() - t0
-
-    return run, session.close
-
-
-def matmul_shapes(layer_sizes: Sequence[int], batch: int) -> list[tuple[int, int, int]]:
-    """(m, k, n) of the net's training matmuls that matter, plus square ones."""
-    shapes = []
-    for i, (a, b) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
-        shapes += [(batch, a, b), (a, batch, b)] + ([(batch, b, a)] if i > 0 else [])
-    biggest = max(m * k * n for m, k, n in shapes)
-    kept = sorted({s for s in shapes if s[0] * s[1] * s[2] >= MIN_SHAPE_SHARE * biggest})
-    return kept + [(s, s, s) for s in SQUARE_SIZES]
-
-
-@tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.float32),
-                              tf.TensorSpec([], tf.int32)])
-def matmul_burst(a, b, count):
-    """``count`` matmuls ``a @ b`` in one call (traced once for every shape)."""
-    acc = tf.constant(0.0)
-    for _ in tf.range(count):
-        # The (cheap) dependency on acc keeps the matmuls in the loop and in order.
-        acc += tf.reduce_sum(tf.matmul(a + 0.0 * acc, b))
-    return acc
-
-
-def make_matmul(shape: tuple[int, int, int], target_flop: float = MATMUL_TARGET_FLOP) -> Callable[[], float]:
-    """Times a burst of float32 matmuls of ``shape``; returns seconds per matmul."""
-    m, k, n = shape
-    reps = max(1, int(target_flop / (2 * m * k * n)))
-    a = tf.random.stateless_normal((m, k), seed=(SEED, 1))
-    b = tf.random.stateless_normal((k, n), seed=(SEED, 2)) / float(np.sqrt(k))
-    count = tf.constant(reps)
-    burst = matmul_burst
-
-    def run() -> float:
-        t0 = time.perf_counter()
-        float(burst(a, b, count))
-        return (time.perf_counter() - t0) / reps
-
-    return run
 
 
 # --------------------------------------------------------------------------- measurements
@@ -420,7 +262,7 @@ def render(result: dict) -> str:
         for name, g in c["matmul_gflops"].items():
             mm.append([c["net"], c["batch"], name, g, "best" if name == c["best_matmul"] else ""])
     e = result["eval"]
-    ratios = result["ratios"]
+    ratios = {k: result["ratios"][k] for k in HEADLINE_TARGETS}
     m = result["machine"]
     lines = [
         "# Training throughput",
@@ -454,7 +296,7 @@ def render(result: dict) -> str:
                                for k, v in ratios.items()]),
         "",
         "Cross-check with each contender's fastest round (the least disturbed by other processes): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in result["best_round_ratios"].items()) + ".",
+        + ", ".join(f"{k} {result['best_round_ratios'][k]:.2f}" for k in HEADLINE_TARGETS) + ".",
         "",
         f"Best `ours` variant at the headline: `{result['best_variant']}` "
         f"({result['best_variant_ratios']['ours/limit']:.2f}x limit, "
@@ -477,6 +319,7 @@ def render(result: dict) -> str:
         + (f"{e['eval_cost_pct_differential']:.1f}%" if e["eval_cost_pct_differential"] is not None else "-")
         + " (the noisiest: two separate runs). Run times include tracing/compilation.",
         "",
+        *train_deep.render_deep(result["deep"]),
         "## Matmul GFLOP/s (the limit's denominator)",
         "",
         common.markdown_table(["net", "batch", "shape (m x k x n)", "GFLOP/s", ""], mm),
@@ -497,7 +340,9 @@ def main(argv=None) -> int:
         for batch in sizes.batches:
             configs.append(measure_config(net, hidden, batch, sizes.steps[batch], sizes, images, labels, repeats))
     eval_cost = measure_eval_cost(sizes, images, labels, sizes.eval_repeats if args.repeats is None else repeats)
-    ratios = headline_ratios(configs)
+    deep = train_deep.measure_deep(sizes.deep_hidden, sizes.deep_steps, images, labels, repeats,
+                                   eval_examples=sizes.eval_examples)
+    ratios = {**headline_ratios(configs), **deep["ratios"]}
     headline = next(c for c in configs if c["net"] == HEADLINE_NET and c["batch"] == HEADLINE_BATCH)
     variants = [r["contender"] for r in headline["rows"]
                 if r["contender"].startswith("ours") and r["contender"] != BF16_VARIANT]
@@ -506,10 +351,10 @@ def main(argv=None) -> int:
         "benchmark": STEM, "machine": machine, "machine_end": common.machine(), "repeats": repeats,
         "tiny": bool(args.tiny), "train_examples": sizes.train_examples, "steps": sizes.steps,
         "learning_rate": LEARNING_RATE, "ours_default": headline["configs"]["ours"],
-        "configs": configs, "eval": eval_cost, "ratios": ratios, "targets": TARGETS,
+        "configs": configs, "eval": eval_cost, "deep": deep, "ratios": ratios, "targets": TARGETS,
         "eval_target_pct": EVAL_TARGET_PCT, "best_variant": best_variant,
         "best_variant_ratios": headline_ratios(configs, best_variant),
-        "best_round_ratios": headline_ratios(configs, key="steps_per_s_best"),
+        "best_round_ratios": {**headline_ratios(configs, key="steps_per_s_best"), **deep["best_round_ratios"]},
         "seconds": time.perf_counter() - start,
     }
     key_lines = [f"eval cost {eval_cost['eval_cost_pct']:.1f}% of a {eval_cost['steps']}-step run "

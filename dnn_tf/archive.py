@@ -1,5 +1,6 @@
 """Archive sources: the members of a notMNIST ``.tar.gz`` / ``.tgz`` / ``.tar`` (also ``.tar.bz2`` /
-``.tar.xz``) or extracted folder, read safely as ``(name, label, bytes)`` (numpy-free, no decoding).
+``.tar.xz``) or extracted folder, read safely as ``(name, label, bytes)`` (no decoding; tar headers are
+parsed by ``tar_stream``).
 
 Nothing is ever extracted or written. The source is untrusted input: absolute paths, ``..``
 components, links, devices and members over ``max_member_bytes`` (default ``MAX_MEMBER_BYTES``,
@@ -14,25 +15,29 @@ are left of ``max_total_bytes`` stops the read at once, without decompressing it
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
+import itertools
 import lzma
 import os
 import stat
-import tarfile
 from pathlib import Path
 from typing import Iterator
 
 from dnn_tf.notmnist import LETTERS, DataError
+from dnn_tf.tar_stream import MAX_HEADER_BYTES, TarStream  # noqa: F401 - MAX_HEADER_BYTES: part of this API
 
 MAX_MEMBER_BYTES = 1 << 20  # a 28x28 PNG is < 2 KB; anything above 1 MiB is refused unread
 # Uncompressed bytes read from one source (tar headers, data, skipped members, trailing bytes).
 # notMNIST_large.tar.gz unpacks to a ~0.63 GB tar (529,114 PNGs at ~1.2 KB each with headers).
 MAX_TOTAL_BYTES = 4 << 30
-MAX_HEADER_BYTES = 1 << 16  # GNU long-name / pax extended header payload (real ones are < 1 KB)
-TAIL_READ_BYTES = 1 << 16  # read size when draining the stream after the last member
 MAX_REASON_CHARS = 160  # a skip reason or error detail is cut to this many characters
 OUTSIDE_CLASSES = "not inside an A..J folder"
 CLASS_PATH_DEPTHS = (2, 3)  # "A/x.png" or "root/A/x.png"
+FOLDER_CACHE = 4096  # member folders whose class_of answer is remembered
+PROGRESS_EVERY = 256  # members between updates of a tar scan's progress
+_KIND_REASONS = {"symbolic link": "symbolic link refused", "hard link": "hard link refused",
+                 "device": "device or special file refused", "other": "not a regular file"}
 
 _COMPRESSED_MAGIC = {  # leading bytes -> reader over the raw file (these verify CRCs and notice truncation)
     b"\x1f\x8b": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
@@ -84,6 +89,19 @@ def _is_class_dir(name: str) -> bool:
     return label is not None
 
 
+@functools.lru_cache(maxsize=FOLDER_CACHE)
+def _folder_class(folder: str) -> tuple[int | None, str]:
+    return class_of(folder + "/x")
+
+
+def _member_class(name: str) -> tuple[int | None, str]:
+    """``class_of(name)``, remembered per folder: a plain last part adds nothing to the answer."""
+    folder, sep, last = name.rpartition("/")
+    if folder and last and last not in (".", "..") and "\\" not in last:
+        return _folder_class(folder)
+    return class_of(name)
+
+
 # ----------------------------------------------------------------------------- sources
 
 
@@ -121,46 +139,8 @@ class _Scan:
         )
 
 
-class _Budget:
-    """Read-only file wrapper that counts the (uncompressed) bytes read and stops past ``limit``."""
-
-    def __init__(self, raw, limit: int, scan: _Scan):
-        self._raw = raw
-        self._limit = limit
-        self._scan = scan
-        self.count = 0
-
-    def read(self, size: int | None = -1) -> bytes:
-        room = self._limit - self.count + 1  # one byte more than allowed shows that the limit is crossed
-        if size is None or size < 0 or size > room:
-            size = room
-        data = self._raw.read(size)
-        self.count += len(data)
-        if self.count > self._limit:
-            raise self._scan._bomb("it unpacks to more bytes than the limit")
-        return data
-
-
-class _SafeTarInfo(tarfile.TarInfo):
-    """TarInfo that refuses negative sizes and oversized long-name / pax headers before tarfile reads them.
-
-    (tarfile reads such a header's whole payload into memory; ``_proc_member`` is
-    tarfile's documented hook for subclasses.)
-    """
-
-    _HEADER_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
-                     tarfile.SOLARIS_XHDTYPE)
-
-    def _proc_member(self, tarfile_):
-        if self.size < 0:
-            raise DataError(f"member {one_line(self.name)!r} has a negative size")
-        if self.type in self._HEADER_TYPES and self.size > MAX_HEADER_BYTES:
-            raise DataError(f"a long-name/pax header of {self.size:,} bytes (limit {MAX_HEADER_BYTES:,})")
-        return super()._proc_member(tarfile_)
-
-
 class _TarScan(_Scan):
-    """A tar file (plain, gzip, bzip2 or xz, told by its magic bytes) read as one stream."""
+    """A tar file (plain, gzip, bzip2 or xz, told by its magic bytes) read as one stream (``tar_stream``)."""
 
     def __init__(self, path: Path, max_member_bytes: int, max_total_bytes: int):
         super().__init__(path, max_member_bytes, max_total_bytes)
@@ -178,34 +158,34 @@ class _TarScan(_Scan):
             self._raw.seek(0)
             opener = next((op for m, op in _COMPRESSED_MAGIC.items() if magic.startswith(m)), None)
             self._stream = opener(self._raw) if opener else self._raw
-            self._budget = _Budget(self._stream, max_total_bytes, self)
-            self._tar = tarfile.open(fileobj=self._budget, mode="r|", tarinfo=_SafeTarInfo)
+            self._tar = TarStream(self._stream, max_total_bytes,
+                                  lambda: self._bomb("it unpacks to more bytes than the limit"))
+            self._first = self._tar.next()  # as tarfile.open: a bad first header is "not a tar archive"
         except Exception as e:  # noqa: BLE001 - anything tarfile/gzip/bz2/lzma raise on bad bytes
             self.close()
             if isinstance(e, MemoryError) or (isinstance(e, DataError) and self._budget_crossed()):
                 raise
-            if isinstance(e, DataError):  # a hostile first header (see _SafeTarInfo)
+            if isinstance(e, DataError):  # a hostile first header (see tar_stream.SafeTarInfo)
                 raise DataError(f"{path} is truncated or corrupt ({one_line(e)})") from None
             raise DataError(f"{path} is not a tar archive ({_describe(e)})") from None
 
     def _budget_crossed(self) -> bool:
-        budget = getattr(self, "_budget", None)
-        return budget is not None and budget.count > self.max_total_bytes
+        tar = getattr(self, "_tar", None)
+        return tar is not None and tar.count > self.max_total_bytes
 
     def __iter__(self) -> Iterator[Member]:
         try:
-            while (member := self._tar.next()) is not None:
-                self._tar.members.clear()  # stream mode keeps every TarInfo otherwise (~0.5 KB each)
-                self.done = self._raw.tell()
+            members = itertools.chain([self._first], self._tar.members()) if self._first is not None else ()
+            for count, member in enumerate(members):
+                if count % PROGRESS_EVERY == 0:
+                    self.done = self._raw.tell()
                 if self._tar.offset > self.max_total_bytes:  # its header claims more than the budget: stop now
-                    raise self._bomb(f"member {one_line(member.name)!r} claims {member.size:,} bytes, "
+                    raise self._bomb(f"member {one_line(member[0])!r} claims {member[2]:,} bytes, "
                                      "more than are left of the limit")
-                item = self._member(member)
+                item = self._member(*member)
                 if item is not None:
                     yield item
-            # Read to the end (within the budget) so a truncated or corrupt compressed stream is noticed.
-            while self._budget.read(TAIL_READ_BYTES):
-                pass
+            self._tar.drain()
         except DataError as e:
             if self._budget_crossed() or str(e).startswith(f"{self.path}: "):
                 raise
@@ -216,39 +196,27 @@ class _TarScan(_Scan):
             raise DataError(f"{self.path} is truncated or corrupt ({_describe(e)})") from None
         self.done = self.total
 
-    def _member(self, member: tarfile.TarInfo) -> Member | None:
-        name = member.name
+    def _member(self, name: str, kind: str, size: int, data_at: int) -> Member | None:
         while name.startswith("./"):
             name = name[2:]
-        if member.isdir():
-            if _is_class_dir(name):
-                self.found_class_folder = True
+        if kind == "dir":
+            self.found_class_folder = self.found_class_folder or _is_class_dir(name)
             return None
-        label, reason = class_of(name)
+        label, reason = _member_class(name)
         if reason and reason != OUTSIDE_CLASSES:
             return name, None, reason
-        if member.issym():
-            return name, None, "symbolic link refused"
-        if member.islnk():
-            return name, None, "hard link refused"
-        if member.ischr() or member.isblk() or member.isfifo():
-            return name, None, "device or special file refused"
-        if not member.isfile() or member.issparse():
-            return name, None, "not a regular file"
-        if label is None:
-            return name, None, reason
+        if kind != "file" or label is None:
+            return name, None, _KIND_REASONS.get(kind, reason)
         self.found_class_folder = True
-        if member.size > self.max_member_bytes:
-            return name, None, self._too_large(member.size)
-        # In stream mode the tar stream sits at this member's data: read it directly
-        # (``extractfile`` does the same through two more layers); ``next()`` skips the padding.
-        data = self._tar.fileobj.read(member.size)
-        if len(data) != member.size:
+        if size > self.max_member_bytes:
+            return name, None, self._too_large(size)
+        data = self._tar.take(data_at, size)
+        if len(data) != size:
             raise EOFError(f"member {name} ends early")
         return name, label, data
 
     def close(self) -> None:
-        for obj in (getattr(self, "_tar", None), getattr(self, "_stream", None), getattr(self, "_raw", None)):
+        for obj in (getattr(self, "_stream", None), getattr(self, "_raw", None)):
             if obj is not None:
                 obj.close()
 
@@ -323,16 +291,12 @@ class _FolderScan(_Scan):
 def open_source(
     source: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES
 ) -> _Scan:
-    """Opens an archive or folder for one pass over its members (close it when done).
+    """Opens a tar file (plain, .gz, .bz2, .xz) or a folder holding the A..J folders for one pass.
 
-    Args:
-      source: a tar file (plain, .gz, .bz2, .xz) or a folder holding the A..J folders.
-      max_member_bytes: larger members are refused unread ("too large").
-      max_total_bytes: cap on the uncompressed bytes read (decompression bombs).
-
-    Returns:
-      A scan: iterate it for ``(name, label, data)`` / ``(name, None, reason)``; it has
-      ``found_class_folder``, ``total``, ``done``, ``unit`` and ``close()``.
+    Larger members than ``max_member_bytes`` are refused unread ("too large"); more than
+    ``max_total_bytes`` uncompressed bytes are a decompression bomb. Returns a scan: iterate it for
+    ``(name, label, data)`` / ``(name, None, reason)``; it has ``found_class_folder``, ``total``,
+    ``done``, ``unit`` and ``close()`` (close it when done).
 
     Raises:
       DataError: a missing or unreadable path, or a file that is not a tar archive

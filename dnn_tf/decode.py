@@ -1,14 +1,16 @@
 """Source -> labelled image arrays: the parallel decode of an archive or folder (numpy + Pillow only).
 
 ``read_images`` streams the members of a source (``archive.open_source``) in chunks to a pool of
-processes that decode them (``png.decode_png``) and returns them normalized the way the course
-did::
+processes that decode them (``png.decode_png``) and returns them sorted by member name, so the
+result does not depend on the number of workers, on member order, or on tar vs. extracted folder,
+normalized the way the course did (or as raw uint8 pixels with ``normalized=False``)::
 
     float32 (pixel - 127.5) / 255, shape (n, 28, 28); labels int32 0..9 (A..J)
 
-sorted by member name, so the result does not depend on the number of workers, on member order,
-or on tar vs. extracted folder. Nothing is written anywhere. Refused and undecodable members are
-listed in ``Images.skipped`` as ``(name, reason)``; only a bad source raises ``DataError``.
+The decoded pixels are kept as uint8 in blocks (``Images``): one class or any rows can be taken
+without building the whole array, which ``Images.images`` builds on first use. Nothing is written
+anywhere. Refused and undecodable members are listed in ``Images.skipped`` as ``(name, reason)``;
+only a bad source raises ``DataError``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import sys
 import threading
 import warnings
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -30,30 +31,115 @@ import numpy as np
 from dnn_tf import progress as progress_bars
 from dnn_tf.archive import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, Member, open_source
 from dnn_tf.notmnist import IMAGE_SIZE, DataError, normalize
-from dnn_tf.png import decode_png
+from dnn_tf.png import decode_pngs
 
 CHUNK_SIZE = 2048  # members sent to a worker process at once
 INFLIGHT_PER_WORKER = 2  # chunks queued per worker (bounds memory while streaming)
+FIRST_BLOCK_ROWS = 1 << 10  # decoded images in the first storage block (0.8 MB of uint8) ...
+MAX_BLOCK_ROWS = 1 << 16  # ... doubling up to this many (51 MB, above glibc's largest mmap threshold)
+NORMALIZE_ROWS = 1 << 11  # images normalized at a time when building Images.images (small temporaries)
 
 Chunk = tuple[list[tuple[str, int]], list[bytes]]  # ((name, label) per member, their bytes)
 Decoded = tuple[np.ndarray, list[int], list[tuple[int, str]]]  # uint8 (k, 28, 28), good indices, (index, reason)
 
 
-@dataclass
+class _Blocks:
+    """uint8 images appended in arrival order, in blocks that double from ``FIRST_BLOCK_ROWS`` to
+    ``MAX_BLOCK_ROWS`` images: no array is ever regrown, a small source takes little memory, and the
+    large blocks are big enough to be mapped on their own (freed, they go back to the system)."""
+
+    def __init__(self):
+        self.blocks: list[np.ndarray] = []
+        self.starts: list[int] = []  # index of each block's first image
+        self.n = 0
+
+    def append(self, images: np.ndarray) -> None:
+        done = 0
+        while done < len(images):
+            if not self.blocks or self.n == self.starts[-1] + len(self.blocks[-1]):
+                rows = min(2 * len(self.blocks[-1]), MAX_BLOCK_ROWS) if self.blocks else FIRST_BLOCK_ROWS
+                self.blocks.append(np.empty((rows, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
+                self.starts.append(self.n)
+            at = self.n - self.starts[-1]
+            k = min(len(images) - done, len(self.blocks[-1]) - at)
+            self.blocks[-1][at:at + k] = images[done:done + k]
+            done, self.n = done + k, self.n + k
+
+    def gather(self, index: np.ndarray) -> np.ndarray:
+        """The images at arrival positions ``index``, as one new uint8 array."""
+        index = np.asarray(index, np.int64)
+        out = np.empty((len(index), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+        block = np.searchsorted(self.starts, index, side="right") - 1
+        for b in np.unique(block):
+            take = block == b
+            out[take] = self.blocks[b][index[take] - self.starts[b]]
+        return out
+
+
 class Images:
     """Decoded images of one source, sorted by member name.
 
     Attributes:
-      images: float32 (n, 28, 28), normalized ``(p - 127.5) / 255``.
       labels: int32 (n,), 0..9 for A..J (from the folder name).
       names: member paths (``notMNIST_small/A/xxx.png``), one per image.
       skipped: ``(name, reason)`` for every member that was refused or unreadable.
+      normalized: whether ``images`` is float32 ``(p - 127.5) / 255`` (else uint8 pixels).
     """
 
-    images: np.ndarray
-    labels: np.ndarray
-    names: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    def __init__(self, store: _Blocks, order: np.ndarray, labels: np.ndarray, names: list[str],
+                 skipped: list[tuple[str, str]], normalized: bool = True):
+        self._store, self._order, self._images = store, order, None
+        self.labels, self.names, self.skipped, self.normalized = labels, names, skipped, normalized
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """uint8 pixels of the images at ``rows`` (positions in name order), a new array."""
+        return self._store.gather(self._order[rows])
+
+    def class_rows(self, label: int) -> np.ndarray:
+        """Positions (in name order) of the images of class ``label``: ``take(class_rows(c))`` is class c."""
+        return np.flatnonzero(self.labels == label)
+
+    @property
+    def images(self) -> np.ndarray:
+        """(n, 28, 28): float32 normalized, or uint8 pixels if not ``normalized`` (built on first use)."""
+        if self._images is None:
+            out = np.empty((len(self.labels), IMAGE_SIZE, IMAGE_SIZE), np.float32 if self.normalized else np.uint8)
+            for start in range(0, len(out), NORMALIZE_ROWS):
+                pixels = self.take(np.arange(start, min(start + NORMALIZE_ROWS, len(out))))
+                out[start:start + len(pixels)] = normalize(pixels) if self.normalized else pixels
+            self._images = out
+        return self._images
+
+
+class Workers:
+    """Decoding processes that several ``read_images`` calls share (``with Workers(n) as pool: ...``).
+
+    They start at the first chunk that needs them and are forked (see ``_mp_context``) then, so
+    starting them before a caller holds large arrays keeps those out of the workers' memory.
+    """
+
+    def __init__(self, workers: int | None = None):
+        self.workers = default_workers() if workers is None else int(workers)
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=_mp_context())
+        return self._executor
+
+    def discard(self) -> None:
+        """Shuts the processes down (a pool that broke is replaced at the next use)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
 
 
 def default_workers() -> int:
@@ -67,14 +153,15 @@ def read_images(
     progress: bool = False,
     chunk_size: int = CHUNK_SIZE,
     *,
+    normalized: bool = True,
+    pool: Workers | None = None,
     max_member_bytes: int = MAX_MEMBER_BYTES,
     max_total_bytes: int = MAX_TOTAL_BYTES,
 ) -> Images:
     """Reads every A..J image of an archive or folder.
 
     The main process streams member bytes (never extracting anything) in chunks of
-    ``chunk_size`` to ``workers`` processes that decode them with Pillow; the
-    uint8 results are normalized at the end in one vectorized step.
+    ``chunk_size`` to ``workers`` processes that decode them with Pillow into uint8.
 
     Args:
       source: a ``.tar.gz``/``.tgz``/``.tar`` file (or ``.tar.bz2``/``.tar.xz``),
@@ -84,6 +171,8 @@ def read_images(
         process). A source that fits in one chunk is always decoded in-process.
       progress: draw a progress bar on stderr.
       chunk_size: members per work unit.
+      normalized: ``Images.images`` as float32 ``(p - 127.5) / 255`` (False: uint8 pixels).
+      pool: decoding processes to use (``Workers``; then ``workers`` is ignored).
       max_member_bytes: larger members are skipped unread ("too large").
       max_total_bytes: cap on the uncompressed bytes read from the source
         (decompression bombs); crossing it raises ``DataError``.
@@ -102,25 +191,33 @@ def read_images(
     Nothing else is raised for any content of ``source`` (short of running out
     of memory); nothing is written anywhere.
     """
-    workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if max_member_bytes < 1 or max_total_bytes < 1:
         raise ValueError(f"max_member_bytes and max_total_bytes must be >= 1, got {max_member_bytes}, "
                          f"{max_total_bytes}")
+    own_pool = pool is None
+    pool = Workers(workers) if own_pool else pool
+    try:
+        return _read(source, pool, progress, chunk_size, normalized, max_member_bytes, max_total_bytes)
+    finally:
+        if own_pool:
+            pool.discard()
+
+
+def _read(source, pool: Workers, progress: bool, chunk_size: int, normalized: bool, max_member_bytes: int,
+          max_total_bytes: int) -> Images:
     scan = open_source(source, max_member_bytes, max_total_bytes)
     bar = progress_bars.bar(scan.total, f"decode {Path(source).name}", unit=scan.unit, enabled=progress,
                             unit_scale=scan.unit == "B")
-    pixels: list[np.ndarray] = []
+    store = _Blocks()
     names: list[str] = []
     labels: list[int] = []
     skipped: list[tuple[str, str]] = []
 
     def collect(meta: list[tuple[str, int]], result: Decoded) -> None:
         stacked, good_idx, bad = result
-        pixels.append(stacked)
+        store.append(stacked)
         names.extend(meta[i][0] for i in good_idx)
         labels.extend(meta[i][1] for i in good_idx)
         skipped.extend((meta[i][0], reason) for i, reason in bad)
@@ -131,25 +228,27 @@ def read_images(
         bar.update(done - bar.n)
 
     try:
-        _decode_all(_chunks(scan, chunk_size, skipped), workers, collect)
+        _decode_all(_chunks(scan, chunk_size, skipped), pool, collect)
         if not scan.found_class_folder:
             raise DataError(f"no A..J folders found in {source}")
         advance(scan.total)
     finally:
         bar.close()
         scan.close()
-    return _sorted_images(pixels, names, labels, skipped)
+    order = np.asarray(sorted(range(len(names)), key=names.__getitem__), dtype=np.int64)
+    sorted_labels = np.asarray(labels, dtype=np.int32)[order] if labels else np.zeros(0, np.int32)
+    return Images(store, order, sorted_labels, [names[i] for i in order], sorted(skipped), normalized)
 
 
-def _decode_all(chunks: Iterator[Chunk], workers: int, collect: Callable[[list, Decoded], None]) -> None:
-    """Decodes every chunk (in ``workers`` processes when there are two or more chunks) into ``collect``."""
+def _decode_all(chunks: Iterator[Chunk], pool: Workers, collect: Callable[[list, Decoded], None]) -> None:
+    """Decodes every chunk (in the pool's processes when there are two or more chunks) into ``collect``."""
     first = next(chunks, None)
     second = next(chunks, None) if first is not None else None
-    if second is None or workers == 1:
+    if second is None or pool.workers == 1:
         for meta, blobs in _prepend(first, second, chunks):
             collect(meta, _decode_chunk(blobs))
         return
-    executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_mp_context())
+    executor = pool.executor()
     pending: collections.deque = collections.deque()
     broken = False
     try:
@@ -160,32 +259,23 @@ def _decode_all(chunks: Iterator[Chunk], workers: int, collect: Callable[[list, 
                 except BrokenProcessPool:
                     broken = True
                 else:
-                    while len(pending) > INFLIGHT_PER_WORKER * workers:
+                    while len(pending) > INFLIGHT_PER_WORKER * pool.workers:
                         broken = _collect_next(pending, collect) or broken
                     continue
             collect(meta, _decode_chunk(blobs))  # the pool died: decode the rest here
         while pending:
             broken = _collect_next(pending, collect) or broken
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        pool.discard()  # do not leave queued chunks decoding for nobody
+        raise
     if broken:
-        warnings.warn("a decoding process died; decoded the rest in this process", RuntimeWarning, stacklevel=3)
+        pool.discard()
+        warnings.warn("a decoding process died; decoded the rest in this process", RuntimeWarning, stacklevel=4)
 
 
 def _decode_chunk(blobs: list[bytes]) -> Decoded:
     """Worker: decodes a list of PNGs -> (uint8 (k,28,28) of the good ones, their indices, (index, reason))."""
-    good: list[np.ndarray] = []
-    good_idx: list[int] = []
-    bad: list[tuple[int, str]] = []
-    for i, data in enumerate(blobs):
-        pixels, reason = decode_png(data)
-        if pixels is None:
-            bad.append((i, reason))
-        else:
-            good.append(pixels)
-            good_idx.append(i)
-    stacked = np.stack(good) if good else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    return stacked, good_idx, bad
+    return decode_pngs(blobs)
 
 
 def _collect_next(pending: collections.deque, collect: Callable[[list, Decoded], None]) -> bool:
@@ -235,29 +325,3 @@ def _prepend(first, second, rest) -> Iterator:
         if item is not None:
             yield item
     yield from rest
-
-
-def _sorted_images(pixels: list[np.ndarray], names: list[str], labels: list[int],
-                   skipped: list[tuple[str, str]]) -> Images:
-    """The decoded chunks as one ``Images``, sorted by member name.
-
-    Normalizes chunk by chunk straight into the sorted float32 array: no concatenated
-    uint8 copy, and each decoded chunk is freed as soon as it is written (peak ~ the result).
-    """
-    order = sorted(range(len(names)), key=names.__getitem__)
-    index = np.asarray(order, dtype=np.int64)
-    position = np.empty_like(index)
-    position[index] = np.arange(len(index))
-    images = np.empty((len(index), IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    start = 0
-    pixels.reverse()
-    while pixels:
-        chunk = pixels.pop()
-        images[position[start:start + len(chunk)]] = normalize(chunk)
-        start += len(chunk)
-    return Images(
-        images=images,
-        labels=np.asarray(labels, dtype=np.int32)[index] if labels else np.zeros(0, np.int32),
-        names=[names[i] for i in order],
-        skipped=sorted(skipped),
-    )

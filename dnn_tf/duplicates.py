@@ -48,10 +48,11 @@ def near_signature(images: np.ndarray) -> np.ndarray:
     """
     n, side, area = len(images), IMAGE_SIZE // NEAR_POOL, NEAR_POOL * NEAR_POOL
     grid = images.reshape(n, side, NEAR_POOL, side, NEAR_POOL)
-    if images.dtype == np.uint8:
-        sums = grid.sum(axis=(2, 4), dtype=np.uint16)
+    blocks = [grid[:, :, i, :, j] for i in range(NEAR_POOL) for j in range(NEAR_POOL)]
+    if images.dtype == np.uint8:  # term by term in uint16: numpy's sum over two strided axes is 4x slower
+        sums = sum(block.astype(np.uint16) for block in blocks)
     else:  # block sums of (p - 127.5) / 255, mapped back to integer sums of p (exact after rounding)
-        total = sum(grid[:, :, i, :, j] for i in range(NEAR_POOL) for j in range(NEAR_POOL))
+        total = sum(blocks)
         sums = np.rint(total * np.float32(PIXEL_DEPTH) + np.float32(area * PIXEL_DEPTH / 2)).clip(0, area * PIXEL_DEPTH)
     bin_width = area * GRAY_LEVELS // NEAR_LEVELS  # block sums 0..1020 -> 4 bins of 256 (= mean // 64)
     return (sums // bin_width).astype(np.uint8).reshape(n, side * side)

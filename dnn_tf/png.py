@@ -9,6 +9,13 @@ Pillow opens as RGBA) are reduced by Pillow to the high byte of each sample (``v
 converted like 8-bit colour. Any other mode is refused with a reason. The PNG header is checked
 before Pillow decodes anything: no PNG signature -> "not a PNG image", IHDR size not 28x28 ->
 "wrong size" (so a header claiming 60000x60000 pixels costs nothing).
+
+notMNIST's PNGs are 8-bit grayscale with just IHDR, IDAT and IEND chunks. Such a file, with
+every CRC right, goes straight to Pillow's own PNG pixel decoder (its "zip" decoder, what
+``Image.open(...).load()`` runs on the IDAT data too), skipping the chunk parsing of
+``PngImagePlugin`` in Python, which costs more than the pixels; ``decode_pngs`` decodes a batch of
+them into one image. Anything else, and any failure there, takes the full ``Image.open`` path, so
+pixels and reasons are the same either way.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -32,6 +41,11 @@ MAX_16BIT = 65535
 CONVERTIBLE_MODES = ("1", "P", "RGB", "RGBA", "LA", "PA")
 PALETTE_MODES = ("P", "PA")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# The plain layout: signature, IHDR of 28x28 8-bit gray (no interlace), IDAT chunks, IEND.
+PLAIN_IHDR = struct.pack(">I4sIIBBBBB", 13, b"IHDR", IMAGE_SIZE, IMAGE_SIZE, 8, 0, 0, 0, 0)
+PLAIN_IHDR_END = len(PNG_SIGNATURE) + len(PLAIN_IHDR)  # where IHDR's CRC starts
+CHUNK_HEAD, CHUNK_CRC = 8, 4  # length + type; CRC
+_U32 = struct.Struct(">I")
 
 
 def decode_png(data: bytes) -> tuple[np.ndarray | None, str]:
@@ -51,6 +65,11 @@ def decode_png(data: bytes) -> tuple[np.ndarray | None, str]:
     size = _ihdr_size(data)
     if size is not None and size != (IMAGE_SIZE, IMAGE_SIZE):
         return None, _wrong_size(*size)
+    idat = _plain_idat(data)
+    if idat is not None:
+        canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE))
+        if _decode_into(canvas, 0, idat):
+            return np.asarray(canvas), ""
     try:
         with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
             if im.size != (IMAGE_SIZE, IMAGE_SIZE):
@@ -60,6 +79,73 @@ def decode_png(data: bytes) -> tuple[np.ndarray | None, str]:
         return None, "corrupt PNG (truncated or damaged header)"
     except Exception as e:  # noqa: BLE001 - any failure on untrusted bytes is a skip, not a crash
         return None, one_line(f"corrupt PNG ({type(e).__name__}: {e})")
+
+
+def decode_pngs(blobs: Sequence[bytes]) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """Decodes a batch of PNGs: the pixels and reasons of ``decode_png`` on each, faster.
+
+    Plain gray PNGs are decoded straight into one image holding the whole batch (no image object
+    and pixel copy per PNG); every other one goes through ``decode_png``.
+
+    Returns:
+      ``(uint8 (k, 28, 28) of the decodable ones, their indices in blobs, (index, reason) of the others)``.
+    """
+    canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE * len(blobs)))
+    good: list[int] = []
+    bad: list[tuple[int, str]] = []
+    others: dict[int, np.ndarray] = {}
+    for i, data in enumerate(blobs):
+        idat = _plain_idat(data)
+        if idat is None or not _decode_into(canvas, len(good), idat):
+            pixels, reason = decode_png(data)
+            if pixels is None:
+                bad.append((i, reason))
+                continue
+            others[len(good)] = pixels
+        good.append(i)
+    stacked = np.frombuffer(bytearray(canvas.tobytes()), np.uint8).reshape(len(blobs), IMAGE_SIZE, IMAGE_SIZE)
+    stacked = stacked[:len(good)]
+    for row, pixels in others.items():
+        stacked[row] = pixels
+    return stacked, good, bad
+
+
+def _plain_idat(data: bytes) -> bytes | None:
+    """The image data of a plain 8-bit gray PNG (see the module docstring), or None for any other file."""
+    if data[len(PNG_SIGNATURE):PLAIN_IHDR_END] != PLAIN_IHDR or _crc(data, len(PNG_SIGNATURE) + 4, PLAIN_IHDR_END):
+        return None
+    pos, parts = PLAIN_IHDR_END + CHUNK_CRC, []
+    while True:
+        if pos + CHUNK_HEAD + CHUNK_CRC > len(data):
+            return None
+        end = pos + CHUNK_HEAD + _U32.unpack_from(data, pos)[0]
+        kind = data[pos + 4:pos + CHUNK_HEAD]
+        if end + CHUNK_CRC > len(data) or kind not in (b"IDAT", b"IEND") or _crc(data, pos + 4, end):
+            return None
+        if kind == b"IEND":
+            return b"".join(parts) if parts else None
+        parts.append(data[pos + CHUNK_HEAD:end])
+        pos = end + CHUNK_CRC
+
+
+def _decode_into(canvas: Image.Image, row: int, idat: bytes) -> bool:
+    """Decodes ``idat`` into image ``row`` (28 pixel rows) of ``canvas`` with Pillow's PNG pixel decoder.
+
+    ``Image._getdecoder`` is where ``Image.frombytes`` and ``ImageFile.load`` get that decoder too;
+    a failure (truncated or broken data) leaves the reason to the full path.
+    """
+    try:
+        decoder = Image._getdecoder("L", "zip", ("L",))
+        decoder.setimage(canvas.im, (0, row * IMAGE_SIZE, IMAGE_SIZE, (row + 1) * IMAGE_SIZE))
+        consumed, error = decoder.decode(idat)
+    except Exception:  # noqa: BLE001 - any failure here means: take the full path
+        return False
+    return consumed < 0 and error == 0  # Image.frombytes' test of a complete image
+
+
+def _crc(data: bytes, start: int, end: int) -> bool:
+    """True if the CRC stored at ``end`` does not match ``data[start:end]`` (a chunk's type and data)."""
+    return zlib.crc32(memoryview(data)[start:end]) != _U32.unpack_from(data, end)[0]
 
 
 def _wrong_size(width: int, height: int) -> str:

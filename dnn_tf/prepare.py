@@ -2,10 +2,12 @@
 
 ``prepare`` runs the stages in order, each in its own module:
 
-1. each source is decoded once into per-class pickles ``out_dir/<archive-stem>/A..J.pickle``
-   (``class_pickles``; reused while the source is unchanged);
-2. balanced splits are planned and drawn (``splits``);
+1. each source is decoded once (as uint8, by processes shared by both sources) into per-class
+   pickles ``out_dir/<archive-stem>/A..J.pickle`` (``class_pickles``; reused while the source is
+   unchanged);
+2. balanced splits are planned and drawn, one class at a time (``splits``);
 3. exact and near duplicates are counted and sanitized valid/test sets made (``duplicates``);
+   only the splits are normalized to float32;
 4. ``out_dir/notMNIST.pickle`` (``dataset.COURSE_KEYS`` + ``SANITIZED_KEYS``; plain
    ``pickle.load`` gives a dict of numpy arrays) and ``out_dir/prepare_report.json`` are
    written atomically.
@@ -41,11 +43,12 @@ from dnn_tf.class_pickles import (
     archive_stem,
     decode_stats,
     maybe_pickle,
+    write_pickle,
 )
 from dnn_tf.dataset import SANITIZED_KEYS, SANITIZED_SPLITS, SPLITS, keys, load_pickle, validate
-from dnn_tf.decode import default_workers
+from dnn_tf.decode import Workers, default_workers
 from dnn_tf.duplicates import SANITIZE_RULE, find_overlaps
-from dnn_tf.notmnist import COURSE_SEED, LETTERS, DataError
+from dnn_tf.notmnist import COURSE_SEED, LETTERS, DataError, normalize
 from dnn_tf.splits import check_size, class_counts, merge, plan_sizes
 
 __all__ = ["MERGED_PICKLE", "REPORT_JSON", "LOCK_FILE", "archive_stem", "prepare", "format_report"]
@@ -186,9 +189,10 @@ def _prepare_locked(roles: dict[str, str], stems: dict[str, str], out: Path, siz
     """``prepare`` after the arguments are checked and ``out`` is locked."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    arrays, manifests, reused_classes = _read_classes(roles, stems, out, force, workers, progress)
+    with Workers(workers) as pool:  # started before any large array exists, shared by both sources
+        classes, manifests, reused_classes = _read_classes(roles, stems, out, force, progress, pool)
     seconds["read"] = time.perf_counter() - start
-    counts = {role: [len(a) for a in arrs] for role, arrs in arrays.items()}
+    counts = {role: [len(c) for c in role_classes] for role, role_classes in classes.items()}
     per_split = plan_sizes(counts["train"], counts.get("test"), *sizes.values())
     manifest = {"format": FORMAT_VERSION, "train": manifests["train"]["source"],
                 "test": manifests["test"]["source"] if "test" in manifests else None, **sizes, "seed": seed}
@@ -213,19 +217,31 @@ def _prepare_locked(roles: dict[str, str], stems: dict[str, str], out: Path, siz
             logger.info(f"rebuilding {out / MERGED_PICKLE}: {why}")
 
     start = time.perf_counter()
-    data = merge(arrays["train"], arrays.get("test"), per_split, seed)  # course merge_datasets + randomize
-    del arrays
+    data = merge(classes["train"], classes.get("test"), per_split, seed)  # course merge_datasets + randomize
+    del classes  # the decoded uint8 pixels (0.4 GB for notMNIST_large): only the splits are normalized
     seconds["merge"] = time.perf_counter() - start
     start = time.perf_counter()
-    overlaps, sanitized = _sanitize(data)
+    # On the uint8 pixels of a fresh decode (a quarter of the bytes to hash), with the answers of the
+    # normalized images: normalize maps the 256 pixel values to 256 distinct floats, and near_signature
+    # gives the same signature for both.
+    overlaps, valid_keep, test_keep = find_overlaps(*(data[keys(s)[0]] for s in SPLITS))
     seconds["overlap"] = time.perf_counter() - start
     start = time.perf_counter()
+    for split in SPLITS:
+        images_key = keys(split)[0]
+        if data[images_key].dtype != np.float32:
+            data[images_key] = normalize(data[images_key])
+    sanitized = _add_sanitized(data, valid_keep, test_keep)
+    seconds["normalize"] = time.perf_counter() - start
+    start = time.perf_counter()
     validate(data)
+    seconds["validate"] = time.perf_counter() - start
+    start = time.perf_counter()
     # The old report vouches for the old pickle: drop it first, so a crash between the two
     # writes below leaves a pickle without a report (rebuilt next time), never a mismatched pair.
     with contextlib.suppress(FileNotFoundError):
         (out / REPORT_JSON).unlink()
-    files.save_pickle(out / MERGED_PICKLE, data)
+    write_pickle(out / MERGED_PICKLE, data)
     seconds["write"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - t0
 
@@ -254,35 +270,35 @@ def _prepare_locked(roles: dict[str, str], stems: dict[str, str], out: Path, siz
     return report
 
 
-def _read_classes(roles: Mapping[str, str], stems: Mapping[str, str], out: Path, force: bool, workers: int,
-                  progress: bool) -> tuple[dict[str, list[np.ndarray]], dict[str, dict], dict[str, bool]]:
-    """Per-class arrays, manifests and reuse of every source (course ``maybe_pickle``).
+def _read_classes(roles: Mapping[str, str], stems: Mapping[str, str], out: Path, force: bool, progress: bool,
+                  pool: Workers) -> tuple[dict[str, list], dict[str, dict], dict[str, bool]]:
+    """Per-class images, manifests and reuse of every source (course ``maybe_pickle``).
 
     Raises:
       DataError: a bad source, or one without a readable image of some class.
     """
-    arrays, manifests, reused = {}, {}, {}
+    classes, manifests, reused = {}, {}, {}
     for role, src in roles.items():
-        arrays[role], manifests[role], reused[role] = maybe_pickle(src, out / stems[role], force, workers, progress)
+        classes[role], manifests[role], reused[role] = maybe_pickle(src, out / stems[role], force, pool.workers,
+                                                                    progress, pool)
         empty = [letter for letter, n in manifests[role]["per_class"].items() if n == 0]
         if empty:
             plural = "es" if len(empty) > 1 else ""
             raise DataError(f"{src} has no readable images for class{plural} {', '.join(empty)}")
-    return arrays, manifests, reused
+    return classes, manifests, reused
 
 
-def _sanitize(data: dict[str, np.ndarray]) -> tuple[dict, dict[str, int]]:
-    """Adds the sanitized valid/test splits to ``data`` (course Problem 5).
+def _add_sanitized(data: dict[str, np.ndarray], valid_keep: np.ndarray, test_keep: np.ndarray) -> dict[str, int]:
+    """Adds the sanitized valid/test splits (course Problem 5: the images ``find_overlaps`` keeps) to ``data``.
 
     Returns:
-      The duplicate counts (``find_overlaps``) and the sanitized sizes ``{"valid": n, "test": n}``.
+      The sanitized sizes ``{"valid": n, "test": n}``.
     """
-    overlaps, valid_keep, test_keep = find_overlaps(*(data[keys(s)[0]] for s in SPLITS))
     for split, keep in (("valid", valid_keep), ("test", test_keep)):
         images_key, labels_key = keys(split)
         sanitized_images, sanitized_labels = keys(SANITIZED_OF[split])
         data[sanitized_images], data[sanitized_labels] = data[images_key][keep], data[labels_key][keep]
-    return overlaps, {"valid": int(valid_keep.sum()), "test": int(test_keep.sum())}
+    return {"valid": int(valid_keep.sum()), "test": int(test_keep.sum())}
 
 
 def _rounded(seconds: Mapping[str, float]) -> dict[str, float]:

@@ -25,6 +25,8 @@ SAMPLES_PNG = "samples.png"
 BALANCE_PNG = "class_balance.png"
 CONFUSION_PNG = "confusion_deep.png"
 MISTAKES_PNG = "mistakes_deep.png"
+TEMPLATES = ("templates_logreg_sgd.png", "logreg_sgd")  # logistic regression's ten weight images
+HIDDEN_UNITS = ("hidden_units_relu1024.png", "relu1024")  # the one-hidden-layer net's strongest units
 MISTAKES_SHOWN = 16
 DEEP = "deep"  # the preset whose errors are plotted (its median-seed run)
 CURVE_PLOTS = (
@@ -89,14 +91,15 @@ def representative_run(names: Sequence[str], metrics: Mapping[str, Mapping[str, 
 
 
 def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[str, Any]], results_dir: str,
-                predict_deep) -> tuple[list[str], str | None]:
+                predict, layer_weights) -> tuple[list[str], str | None]:
     """Draws every plot for what was run.
 
     Args:
       data: the dataset.
       metrics: ``{run name: metrics.json dict}`` in run order (``name`` is the preset).
       results_dir: where the PNGs go.
-      predict_deep: ``predict_deep(run_name) -> test probabilities`` of a deep run.
+      predict: ``predict(run_name, images) -> probabilities`` of a run's model.
+      layer_weights: ``layer_weights(run_name) -> [weight matrices]`` of a run's model.
 
     Returns:
       (paths written, the deep run used for the error plots, or None).
@@ -119,11 +122,16 @@ def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[st
                 histories[label] = m["history"]
         if histories:
             save(plots.learning_curves_figure(histories, title=title), filename)
+    if TEMPLATES[1] in metrics:
+        save(plots.templates_figure(layer_weights(TEMPLATES[1])[0]), TEMPLATES[0])
+    if HIDDEN_UNITS[1] in metrics:
+        first, second = layer_weights(HIDDEN_UNITS[1])[:2]
+        save(plots.hidden_units_figure(first, second), HIDDEN_UNITS[0])
     if deep is None:
         logger.info("No deep run: %s and %s are not drawn", CONFUSION_PNG, MISTAKES_PNG)
         return written, None
     logger.info(f"Predicting the test set with {deep} (median test accuracy of {len(deep_runs)} deep run(s))")
-    probabilities = predict_deep(deep)
+    probabilities = predict(deep, data["test_dataset"])
     seed = metrics[deep]["config"]["seed"]
     save(plots.confusion_matrix_figure(data["test_labels"], probabilities, title=f"deep, seed {seed}, test set"),
          CONFUSION_PNG)
@@ -185,7 +193,7 @@ def versions() -> dict[str, str]:
 
 
 def write_results(results_dir: str, data: Mapping[str, np.ndarray], prepare_report: Mapping[str, Any],
-                  metrics: Mapping[str, Mapping[str, Any]], predict_deep, total_seconds: float,
+                  metrics: Mapping[str, Mapping[str, Any]], predict, layer_weights, total_seconds: float,
                   extra: Mapping[str, Any], quick_steps: int | None = None,
                   failed: Sequence[str] = ()) -> tuple[str, list[str]]:
     """Writes results.md, results.json and the plots.
@@ -195,7 +203,7 @@ def write_results(results_dir: str, data: Mapping[str, np.ndarray], prepare_repo
     """
     rows = report.results_rows(list(metrics.values()), dataset=dataset_tag(prepare_report))
     aggregated = report.aggregate_seeds(rows)
-    plot_paths, deep = write_plots(data, metrics, results_dir, predict_deep)
+    plot_paths, deep = write_plots(data, metrics, results_dir, predict, layer_weights)
     description = dataset_description(prepare_report)
     summary = prepare_summary(prepare_report)
     md_path, json_path = os.path.join(results_dir, RESULTS_MD), os.path.join(results_dir, RESULTS_JSON)

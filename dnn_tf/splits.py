@@ -9,12 +9,13 @@ default all images of the smallest class count ``m`` are used per class: ``m // 
 
 The merge (course ``merge_datasets`` + ``randomize``) draws with ``np.random.default_rng(seed)``:
 each class is permuted and cut into valid, (test,) train; each merged split is permuted again.
+It reads one class at a time, so the sources need not be in memory all at once.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -124,41 +125,48 @@ def plan_sizes(
 
 
 def merge(
-    train_arrays: Sequence[np.ndarray], test_arrays: Sequence[np.ndarray] | None, sizes: Mapping[str, int],
-    seed: int,
+    train_arrays: Sequence[Any], test_arrays: Sequence[Any] | None, sizes: Mapping[str, int], seed: int,
 ) -> dict[str, np.ndarray]:
     """Balanced, disjoint, shuffled splits (course ``merge_datasets`` + ``randomize``).
 
+    Each class is read once (``arrays[c][rows]``) and its picks are written straight to their places in
+    the shuffled splits: no concatenated or permuted copy of a split is made. The random draws depend
+    on the class sizes only and are made first, in the order the course's code makes them.
+
     Args:
-      train_arrays: float32 images of each class A..J of the train source.
+      train_arrays: the images of each class A..J of the train source: arrays, or anything with
+        ``len()`` and ``[rows]`` indexing (``class_pickles`` reads classes this way, one at a time).
       test_arrays: the same of the test source, or None (test is cut from the train source).
       sizes: images per class of each split (``plan_sizes``).
       seed: seed of ``np.random.default_rng``.
 
     Returns:
-      The course keys: ``{split}_dataset`` float32 (n, 28, 28), ``{split}_labels`` int32.
+      The course keys: ``{split}_dataset`` (n, 28, 28) of the sources' dtype (float32 for normalized
+      images), ``{split}_labels`` int32.
     """
     rng = np.random.default_rng(seed)
-    picks: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    cuts = ("valid", "train") if test_arrays is not None else ("valid", "test", "train")
-    for arr in train_arrays:
-        perm = rng.permutation(len(arr))
-        start = 0
-        for split in cuts:
-            picks[split].append(arr[np.sort(perm[start : start + sizes[split]])])
-            start += sizes[split]
+    sources = [(train_arrays, ("valid", "train") if test_arrays is not None else ("valid", "test", "train"))]
     if test_arrays is not None:
-        for arr in test_arrays:
-            perm = rng.permutation(len(arr))
-            picks["test"].append(arr[np.sort(perm[: sizes["test"]])])
+        sources.append((test_arrays, ("test",)))
+    perms = [[rng.permutation(len(arr)) for arr in arrays] for arrays, _ in sources]
+    orders = {split: rng.permutation(NUM_CLASSES * sizes[split]) for split in SPLITS}
+    places = {split: np.argsort(order) for split, order in orders.items()}  # unshuffled position -> shuffled
+    images: dict[str, np.ndarray] = {}
+    for (arrays, cuts), class_perms in zip(sources, perms):
+        for c, (arr, perm) in enumerate(zip(arrays, class_perms)):
+            bounds = np.cumsum([0] + [sizes[split] for split in cuts])
+            rows = [np.sort(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+            picked = arr[np.concatenate(rows)]
+            for split, a, b in zip(cuts, bounds[:-1], bounds[1:]):
+                n = sizes[split]
+                if split not in images:
+                    images[split] = np.empty((NUM_CLASSES * n, IMAGE_SIZE, IMAGE_SIZE), picked.dtype)
+                images[split][places[split][c * n:(c + 1) * n]] = picked[a:b]
     out: dict[str, np.ndarray] = {}
     for split in SPLITS:
-        images = np.concatenate(picks[split]) if picks[split] else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32)
-        labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), sizes[split])
-        order = rng.permutation(len(labels))
         images_key, labels_key = keys(split)
-        out[images_key] = np.ascontiguousarray(images[order])
-        out[labels_key] = labels[order]
+        out[images_key] = images.get(split, np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32))
+        out[labels_key] = np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), sizes[split])[orders[split]]
     return out
 
 

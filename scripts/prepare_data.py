@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prepare notMNIST: the same as the ``dnn-tf-prepare`` console script (see ``--help``).
 
-    python scripts/prepare_data.py --train-archive ../shared/notmnist/notMNIST_sample.tar.gz --out data
+    python scripts/prepare_data.py --train-archive path/to/notMNIST_small.tar.gz --out data
 """
 
 import sys

@@ -1,5 +1,6 @@
-"""Source -> arrays: archive (members, refusals), png (decoding) and decode.read_images (labels,
-normalization, errors, parallelism, progress)."""
+"""Source -> arrays: archive (members, refusals), the bulk tar reader against tarfile, png (decoding, its
+fast path against Pillow's full path), and decode.read_images (labels, normalization, errors,
+parallelism, progress, storage)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import io
 import os
 import tarfile
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from fixtures import (
     make_glyph_images,
     png_bytes,
 )
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from dnn_tf.archive import MAX_MEMBER_BYTES, check_source, class_of
 from dnn_tf.decode import read_images
@@ -308,3 +312,261 @@ def test_a_progress_bar_made_earlier_does_not_turn_fork_into_spawn(monkeypatch):
     finally:
         stop.set()
         worker.join()
+
+
+# ----------------------------------------------------------------------------- the bulk tar reader
+
+
+def _reference_members(raw: bytes) -> tuple[list, str | None]:
+    """What tarfile's stream mode reads: (name, kind, size, data of files) per member, then the error if any."""
+    from dnn_tf.tar_stream import SafeTarInfo
+
+    out: list = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r|", tarinfo=SafeTarInfo) as tar:
+            while (m := tar.next()) is not None:
+                tar.members.clear()
+                if tar.offset > len(raw):  # tarfile would skip through its claimed size block by block
+                    return out + [(m.name, m.kind(), m.size, "claims more than the archive")], None
+                out.append((m.name, m.kind(), m.size, tar.fileobj.read(m.size) if m.kind() == "file" else None))
+    except Exception as e:  # noqa: BLE001 - compared with what TarStream raises
+        return out, f"{type(e).__name__}: {e}"
+    return out, None
+
+
+def _stream_members(raw: bytes) -> tuple[list, str | None]:
+    """The same read by dnn_tf.tar_stream.TarStream."""
+    import itertools
+
+    from dnn_tf.tar_stream import TarStream
+
+    out: list = []
+    try:
+        tar = TarStream(io.BufferedReader(io.BytesIO(raw)), 1 << 30, lambda: DataError("limit"))
+        first = tar.next()
+        for name, kind, size, at in itertools.chain([first], tar.members()) if first is not None else ():
+            if tar.offset > len(raw):  # what _TarScan's limit check stops
+                return out + [(name, kind, size, "claims more than the archive")], None
+            out.append((name, kind, size, tar.take(at, size) if kind == "file" else None))
+    except Exception as e:  # noqa: BLE001 - compared with what tarfile raises
+        return out, f"{type(e).__name__}: {e}"
+    return out, None
+
+
+def _random_tar(draw_members, fmt: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, kind, size, extra in draw_members:
+            info = tarfile.TarInfo(name)
+            info.type = {"file": tarfile.REGTYPE, "old-file": tarfile.AREGTYPE, "dir": tarfile.DIRTYPE,
+                         "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE, "chr": tarfile.CHRTYPE,
+                         "fifo": tarfile.FIFOTYPE}[kind]
+            if kind in ("sym", "hard"):
+                info.linkname = "../" * extra + "target"
+            if kind in ("file", "old-file"):
+                info.size = size
+            if extra and fmt == tarfile.PAX_FORMAT:
+                info.pax_headers = {"comment": "x" * extra}
+            info.mtime, info.uid = extra * 1000, extra
+            tar.addfile(info, io.BytesIO(bytes([extra % 256]) * size) if info.size else None)
+    return buf.getvalue()
+
+
+_NAMES = st.one_of(
+    st.sampled_from(["r/A/a.png", "A/b.png", "./r/B/c.png", "r/A/", "r/x.txt", "é/A/ü.png", "r/A/../x.png"]),
+    st.builds(lambda n, tail: "r/" + "d/" * n + tail, st.integers(0, 90), st.sampled_from(["A/x.png", "y.png"])),
+)
+_MEMBERS = st.lists(st.tuples(_NAMES, st.sampled_from(["file", "file", "old-file", "dir", "sym", "hard", "chr",
+                                                       "fifo"]),
+                              st.sampled_from([0, 1, 511, 512, 513, 1500]), st.integers(0, 3)), min_size=1, max_size=8)
+_HEADER_BYTES = st.sampled_from([b"0", b"7", b"8", b" ", b"\0", b"+", b"_", b"x", b"\x80", b"\xff", b"/"])
+
+
+def _fix_checksum(raw: bytearray, at: int) -> None:
+    """Rewrites the checksum of the header at ``at`` as tarfile writes it ("%06o\\0 ")."""
+    raw[at + 148:at + 156] = b" " * 8
+    raw[at + 148:at + 156] = b"%06o\0 " % sum(raw[at:at + 512])
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(members=_MEMBERS, fmt=st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT]),
+       damage=st.sampled_from(["none", "header byte", "number field", "number field, checksum fixed", "any byte",
+                               "cut"]),
+       data=st.data())
+def test_property_bulk_tar_reader_reads_what_tarfile_reads(members, fmt, damage, data):
+    """Random layouts (long names, prefixes, pax records, every member type), intact or damaged: a header
+    byte flipped, a number field rewritten with odd characters (checksum fixed or not), any byte
+    flipped, the archive cut anywhere. Members, sizes, data and the error (type and message) must be
+    tarfile's."""
+    try:
+        raw = bytearray(_random_tar(members, fmt))
+    except ValueError:  # a name the ustar format cannot hold
+        assume(False)
+    headers = [at for at in range(0, len(raw), 512) if raw[at + 257:at + 262] == b"ustar"]
+    at = headers[data.draw(st.integers(0, len(headers) - 1))] if headers else 0
+    if damage == "header byte":
+        raw[at + data.draw(st.integers(0, 511))] ^= data.draw(st.integers(1, 255))
+    elif damage.startswith("number field"):
+        pos = at + data.draw(st.integers(100, 155))
+        raw[pos:pos + 1] = data.draw(_HEADER_BYTES)
+        if damage.endswith("fixed"):
+            _fix_checksum(raw, at)
+    elif damage == "any byte":
+        raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+    elif damage == "cut":
+        raw = raw[:data.draw(st.integers(0, len(raw)))]
+    assert _stream_members(bytes(raw)) == _reference_members(bytes(raw))
+
+
+@pytest.mark.parametrize("field", [(100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156),
+                                   (329, 337), (337, 345)],
+                         ids=["mode", "uid", "gid", "size", "mtime", "chksum", "devmajor", "devminor"])
+def test_bulk_tar_reader_on_every_number_field_rewritten(field):
+    """Each number field of the third header rewritten with an odd character (checksum fixed): what
+    tarfile reads, whether it takes the header (spaces, NULs, underscores) or ends the archive there."""
+    good = _random_tar([(f"r/A/{i}.png", "file", 600, 1) for i in range(5)], tarfile.GNU_FORMAT)
+    at = 2 * (512 + 1024)
+    for char in (b" ", b"\0", b"+", b"_", b"x", b"8", b"\x80", b"\xff"):
+        for pos in (field[0], (field[0] + field[1]) // 2, field[1] - 1):
+            raw = bytearray(good)
+            raw[at + pos:at + pos + 1] = char
+            if field != (148, 156):
+                _fix_checksum(raw, at)
+            assert _stream_members(bytes(raw)) == _reference_members(bytes(raw)), (char, pos)
+
+
+def test_bulk_tar_reader_on_long_names_and_many_members():
+    members = [(f"notMNIST/{'ABCDEFGHIJ'[i % 10]}/{'n' * (i % 150)}{i}.png", "file", i % 700, i % 3)
+               for i in range(3000)]
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        raw = _random_tar(members, fmt)
+        got, error = _stream_members(raw)
+        assert error is None and (got, error) == _reference_members(raw) and len(got) == 3000
+
+
+def test_fast_header_is_frombuf_on_the_headers_it_takes():
+    from dnn_tf.tar_stream import fast_header
+
+    members = [(f"r/{'dd/' * k}A/{'x' * m}.png", kind, m * 7, 1) for k in (0, 20, 45) for m in range(0, 95, 19)
+               for kind in ("file", "old-file", "dir")]  # some need the ustar prefix field
+    raw = _random_tar(members, tarfile.USTAR_FORMAT)
+    taken = 0
+    for at in range(0, len(raw) - 512, 512):
+        fast = fast_header(raw[at:at + 512])
+        if fast is not None:
+            info = tarfile.TarInfo.frombuf(raw[at:at + 512], tarfile.ENCODING, "surrogateescape")
+            assert fast == (info.name, "dir" if info.isdir() else "file", info.size)
+            taken += 1
+    assert taken == len(members)
+
+
+# ----------------------------------------------------------------------------- PNG fast path, batches, storage
+
+
+def _with_crcs(png: bytes) -> bytes:
+    """``png`` with every chunk's CRC recomputed (so damaged chunk data reaches the decoders)."""
+    out, pos = bytearray(png[:8]), 8
+    while pos + 12 <= len(png):
+        n = int.from_bytes(png[pos:pos + 4], "big")
+        body = png[pos + 4:pos + 8 + n]
+        out += png[pos:pos + 8 + n] + zlib.crc32(body).to_bytes(4, "big")
+        pos += 12 + n
+    return bytes(out + png[pos:])
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(data=st.data())
+def test_property_png_fast_path_gives_the_full_paths_answer(monkeypatch_png, data):
+    glyph = make_glyph_images(1, seed=data.draw(st.integers(0, 3)))[0][data.draw(st.integers(0, 9))]
+    raw = bytearray(png_bytes(glyph))
+    for pos, x in data.draw(st.lists(st.tuples(st.integers(8, len(raw) - 1), st.integers(1, 255)), max_size=3)):
+        raw[pos] ^= x
+    raw = bytes(raw[:data.draw(st.integers(8, len(raw)))])
+    if data.draw(st.booleans()):
+        raw = _with_crcs(raw)
+    if data.draw(st.booleans()):
+        raw += data.draw(st.binary(max_size=40))
+    fast = decode_png(raw)
+    full = monkeypatch_png(raw)
+    assert fast[1] == full[1] and (fast[0] is None) == (full[0] is None)
+    if fast[0] is not None:
+        np.testing.assert_array_equal(fast[0], full[0])
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_png():
+    """decode_png with the plain fast path turned off (Pillow's Image.open path only)."""
+    from dnn_tf import png
+
+    def full(data):
+        real, png._plain_idat = png._plain_idat, lambda data: None
+        try:
+            return png.decode_png(data)
+        finally:
+            png._plain_idat = real
+    return full
+
+
+def test_decode_pngs_is_decode_png_on_each(fixture_archive):
+    from dnn_tf.png import decode_pngs
+
+    glyphs = make_glyph_images(3, seed=4)[0]
+    blobs = [png_bytes(g) for g in glyphs[:12]] + [b"", b"GIF89a", png_bytes(glyphs[0])[:70],
+                                                   png_bytes(glyphs[1], "RGB"), png_bytes(glyphs[2], "P")]
+    blobs.insert(3, blobs.pop(13))
+    stacked, good, bad = decode_pngs(blobs)
+    one_by_one = [decode_png(b) for b in blobs]
+    assert good == [i for i, (px, _) in enumerate(one_by_one) if px is not None]
+    assert bad == [(i, r) for i, (px, r) in enumerate(one_by_one) if px is None] and len(bad) == 3
+    assert stacked.dtype == np.uint8 and stacked.flags.writeable
+    np.testing.assert_array_equal(stacked, np.stack([one_by_one[i][0] for i in good]))
+    assert decode_pngs([])[0].shape == (0, 28, 28)
+
+
+def test_storage_blocks_gather_any_rows():
+    from dnn_tf.decode import FIRST_BLOCK_ROWS, _Blocks
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5 * FIRST_BLOCK_ROWS + 17, 28, 28), dtype=np.uint8)
+    store, start = _Blocks(), 0
+    for size in (1, FIRST_BLOCK_ROWS - 1, 3, 2 * FIRST_BLOCK_ROWS, 5, len(images)):
+        store.append(images[start:start + size])
+        start += size
+    assert store.n == len(images) and [len(b) for b in store.blocks][:3] == [FIRST_BLOCK_ROWS, 2 * FIRST_BLOCK_ROWS,
+                                                                            4 * FIRST_BLOCK_ROWS]
+    index = rng.permutation(len(images))[:3000]
+    np.testing.assert_array_equal(store.gather(index), images[index])
+    assert store.gather(np.zeros(0, np.int64)).shape == (0, 28, 28)
+
+
+def test_raw_pixels_classes_and_a_shared_pool(fixture_archive):
+    from dnn_tf.decode import Workers
+
+    reference = read_images(fixture_archive["path"], workers=1)
+    with Workers(2) as pool:
+        raw = read_images(fixture_archive["path"], normalized=False, pool=pool, chunk_size=16)
+        executor = pool.executor()
+        again = read_images(fixture_archive["path"], pool=pool, chunk_size=16)
+        assert pool.executor() is executor  # the same processes served both reads
+    assert raw.images.dtype == np.uint8 and raw.names == reference.names and raw.skipped == reference.skipped
+    np.testing.assert_array_equal(normalize(raw.images), reference.images)
+    np.testing.assert_array_equal(again.images, reference.images)
+    for c in range(10):
+        rows = raw.class_rows(c)
+        assert [raw.names[i] for i in rows] == sorted(n for n, l in zip(raw.names, raw.labels) if l == c)
+        np.testing.assert_array_equal(raw.take(rows), fixture_archive["images"][fixture_archive["labels"] == c])
+
+
+def test_decoding_a_source_holds_it_as_uint8(tmp_path):
+    """Memory: the decoded pixels as uint8 (with their blocks' slack), not as float32 (4x)."""
+    import tracemalloc
+
+    info = make_fixture_archive(tmp_path / "m.tar.gz", per_class=500, extra_bad=False, seed=8)
+    tracemalloc.start()
+    try:
+        got = read_images(info["path"], workers=1, normalized=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    n = len(got.names)
+    assert n == 5000 and peak < n * 28 * 28 * 4 * 0.75, peak  # float32 arrays alone would be n * 3136 bytes

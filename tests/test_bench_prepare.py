@@ -1,10 +1,13 @@
-"""benchmarks/prepare_throughput.py with --tiny sizes, and its course-style baseline reader."""
+"""benchmarks/prepare_throughput.py and prepare_full_scale.py with --tiny sizes, the course-style baseline
+reader, and the full-scale archives (their shapes, cache and atomic build)."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench_support import RATIO_LINE, read
@@ -43,3 +46,59 @@ def test_prepare_baseline_reads_like_the_course(tmp_path):
     assert course.shape == ours.images.shape == (30, 28, 28)
     # Same pixels, same normalization (order differs: listdir vs sorted names).
     assert np.allclose(np.sort(course.reshape(30, -1), axis=0), np.sort(ours.images.reshape(30, -1), axis=0))
+
+
+def test_full_scale_archive_shapes_are_the_real_ones():
+    import prepare_full_scale as fs
+
+    assert sum(fs.COUNTS[fs.LARGE]) == 529_119 and fs.readable(fs.LARGE, False) == 529_114
+    assert sum(fs.COUNTS[fs.SMALL]) == 18_726 and fs.readable(fs.SMALL, False) == 18_724
+    assert len(fs.BROKEN[fs.LARGE]) + len(fs.BROKEN[fs.SMALL]) == 7
+
+
+def test_prepare_full_scale_tiny_builds_caches_and_measures(tmp_path, capsys):
+    import prepare_full_scale as fs
+
+    from dnn_tf.decode import read_images
+
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    argv = ["--tiny", "--out", str(out), "--cache", str(cache), "--compare-with", str(fs.common.REPO)]
+    assert fs.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"full_scale prepare_seconds=\d+\.\d peak_rss_mib=\d+ decode_images_per_s=\d+", lines[-6])
+    assert lines[-1] == "full_scale identical_arrays=yes" and "GENERATED glyphs" in "\n".join(lines)
+    data = read(out, "prepare_full_scale")
+    ours, course = data["contenders"]["ours"], data["contenders"]["course"]
+    assert ours["sizes"] == {"train": 500, "valid": 50, "test": 50, "valid_sanitized": ours["sizes"]["valid_sanitized"],
+                             "test_sanitized": ours["sizes"]["test_sanitized"]} and ours["skipped"] == 7
+    assert ours["tree_rss"] > 0 and ours["largest_process_rss"] > 0 and ours["decode_images_per_s"] > 0
+    assert course["decode_images_per_s"] > 0 and data["identity"]["compared"] == 21
+    assert data["archives"]["built_seconds"] > 0
+    # the archives: the real layout at a 500th of the size, exactly the broken members planted
+    for name in (fs.LARGE, fs.SMALL):
+        got = read_images(data["archives"]["paths"][name], workers=1)
+        per_class = [n - sum(1 for letter, _ in fs.BROKEN[name] if letter == "ABCDEFGHIJ"[c])
+                     for c, n in enumerate(fs.counts(name, True))]
+        assert np.bincount(got.labels, minlength=10).tolist() == per_class
+        assert len(got.skipped) == len(fs.BROKEN[name]) and all(n.startswith(f"{name}/") for n in got.names)
+        assert len({img.tobytes() for img in got.images}) > 0.9 * len(got.names)  # scaled and shifted: distinct
+    # cached: a second run builds nothing, and takes the course's figures measured the first time
+    paths, info = fs.cached_archives(cache, True, None)
+    assert info["built_seconds"] is None and {k: str(v) for k, v in paths.items()} == data["archives"]["paths"]
+    assert fs.course_baseline(paths, tmp_path, again=False) == course
+
+
+def _killed_render(task):
+    """Stand-in for the build pool's renderer: the build dies midway."""
+    raise RuntimeError("killed")
+
+
+def test_a_failed_build_leaves_no_archive_that_a_later_run_would_take(tmp_path, monkeypatch):
+    import prepare_full_scale as fs
+
+    glyphs = [np.zeros((1, 28, 28), np.uint8)] * 10
+    monkeypatch.setattr(fs, "_render", _killed_render)
+    target = tmp_path / "notMNIST_small.tar.gz"
+    with pytest.raises(RuntimeError, match="killed"):
+        fs.build(target, fs.SMALL, True, glyphs)
+    assert not target.exists() and not list(tmp_path.iterdir())  # atomic: the temporary file is gone too

@@ -57,13 +57,24 @@ def test_deep_vs_wide_matched_widths():
         dw.matched_width(100, 3)  # 3 hidden layers of width 1 already have 809 parameters
 
 
-def test_run_all_summary_and_cli(tiny, capsys):
+def test_run_all_summary_and_cli(tiny, capsys, tmp_path, monkeypatch):
     import run_all
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # prepare_full_scale's archives
     for name in run_all.BENCHMARKS:
         out, _ = tiny(name, capsys)
     md = run_all.summarize(out)
     assert "ours/limit" in md and "ours/course" in md and "## Deep vs wide" in md and "## Back-propagation" in md
+    assert "two-archive prepare, tiny archives: wall" in md and "peak RSS of the process tree" in md
+    assert "projected notMNIST_large" not in md  # measured by prepare_full_scale instead
+    commands = []  # --glyphs reaches the benchmarks that build data from glyphs, and only those
+    monkeypatch.setattr(run_all.subprocess, "run", lambda cmd, **kw: commands.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 0, ""))
+    for name in run_all.BENCHMARKS:
+        run_all.run_one(name, str(out), True, glyphs="/data/g.tar.gz")
+    passed = {cmd[1].rsplit("/", 1)[-1][:-3] for cmd in commands if cmd[-2:] == ["--glyphs", "/data/g.tar.gz"]}
+    assert passed == {"prepare_throughput", "prepare_full_scale", "deep_vs_wide"}
+    monkeypatch.undo()
     # The CLI on the one benchmark that needs no TensorFlow: key lines, then BENCHMARKS.md.
     proc = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--tiny", "--only", "prepare_throughput",
                            "--out", str(out)], capture_output=True, text=True, timeout=120)

@@ -271,6 +271,16 @@ def test_evaluate_folder_and_pickle_agree_with_predict(capsys, trained_run, data
     assert json.loads(out_json.read_text())["correct"] == int(expected.sum())
 
 
+def test_evaluate_imports_no_training_code(trained_run, dataset):
+    code = ("import sys; from dnn_tf.cli import evaluate; "
+            f"status = evaluate.main(['--model', {trained_run!r}, '--images', {dataset[0]!r}, '--quiet']); "
+            "loaded = sorted(m for m in sys.modules if m.startswith('dnn_tf.')); print(loaded); "
+            "sys.exit(status or any(m in loaded for m in ('dnn_tf.train', 'dnn_tf.optimizers', 'dnn_tf.checkpoints')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "'dnn_tf.inference'" in proc.stdout and "Accuracy: " in proc.stdout
+
+
 @pytest.mark.parametrize("which", ["model", "images", "split"])
 def test_evaluate_bad_input_exits_2(capsys, trained_run, dataset, tmp_path, which):
     argv = {"model": ["--model", str(tmp_path), "--images", dataset[0]],

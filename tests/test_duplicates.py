@@ -76,3 +76,21 @@ def test_overlap_is_fast_on_course_sized_arrays():
     assert seconds < 10, seconds
     assert counts["exact"]["across"] == {"train-valid": 0, "train-test": 7, "valid-test": 10_000 - 7}
     assert test_keep.sum() == 0 and valid_keep.all()
+
+
+def test_uint8_pixels_give_the_answers_of_their_normalized_images():
+    """prepare counts duplicates on the decoded uint8 pixels: the counts and kept images must be those
+    of the normalized float32 images."""
+    rng = np.random.default_rng(2)
+    pool = rng.integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    pool[:100] = np.repeat(np.repeat(rng.integers(0, 4, (100, 7, 7), dtype=np.uint8) * 60, 4, 1), 4, 2)  # near twins
+    train, valid, test = pool[rng.integers(0, 300, 400)], pool[rng.integers(0, 300, 80)], pool[rng.integers(0, 300, 80)]
+    near = train[:20].copy()
+    near[:, 0, 0] ^= 1  # one pixel off by one: no longer exact copies, still near ones (mostly)
+    test = np.concatenate([test, near])
+    as_bytes = find_overlaps(train, valid, test)
+    as_floats = find_overlaps(normalize(train), normalize(valid), normalize(test))
+    assert as_bytes[0] == as_floats[0] and as_bytes[0]["exact"]["within"]["train"] > 0
+    assert as_bytes[0]["near"]["across"]["train-test"] > as_bytes[0]["exact"]["across"]["train-test"]
+    np.testing.assert_array_equal(as_bytes[1], as_floats[1])
+    np.testing.assert_array_equal(as_bytes[2], as_floats[2])

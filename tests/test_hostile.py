@@ -155,8 +155,8 @@ def test_hostile_member_is_refused_with_reason_and_nothing_is_written(sandbox, c
 
 def test_members_over_a_custom_per_member_cap_are_skipped_unread(tmp_path, monkeypatch):
     sizes = []
-    real = decode.decode_png
-    monkeypatch.setattr(decode, "decode_png", lambda data: (sizes.append(len(data)), real(data))[1])
+    real = decode.decode_pngs  # what the decoding workers run on every chunk of member bytes
+    monkeypatch.setattr(decode, "decode_pngs", lambda blobs: (sizes.extend(map(len, blobs)), real(blobs))[1])
     limit = len(GOOD_PNG) + 10
     padded = GOOD_PNG + b"\0" * 11  # a decodable PNG (trailing bytes are ignored), one byte over the cap
     path = _write_tar(tmp_path / "x.tar", [_info("r/A/ok.png", GOOD_PNG), _info("r/B/big.png", padded)], mode="w")
@@ -222,8 +222,8 @@ def gzip_bomb(tmp_path_factory) -> str:
 def test_gzip_bomb_member_is_skipped_without_reading_it(gzip_bomb, monkeypatch):
     assert os.path.getsize(gzip_bomb) < 2 << 20  # 200 MB of zeros in < 2 MB
     sizes = []
-    real = decode.decode_png
-    monkeypatch.setattr(decode, "decode_png", lambda data: (sizes.append(len(data)), real(data))[1])
+    real = decode.decode_pngs  # what the decoding workers run on every chunk of member bytes
+    monkeypatch.setattr(decode, "decode_pngs", lambda blobs: (sizes.extend(map(len, blobs)), real(blobs))[1])
     tracemalloc.start()
     start = time.process_time()
     try:

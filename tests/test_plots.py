@@ -186,3 +186,36 @@ def test_import_leaves_backend_and_pyplot_alone():
     code = ("import sys, dnn_tf.plots, matplotlib; "
             "sys.exit(('matplotlib.pyplot' in sys.modules) or ('tensorflow' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ---------------------------------------------------------------- weights
+
+
+def test_templates_show_each_letters_weight_column():
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(784, 10))
+    fig = plots.templates_figure(weights)
+    shown = [ax for ax in fig.axes if ax.get_images()]
+    assert [ax.get_title() for ax in shown] == list("ABCDEFGHIJ")
+    np.testing.assert_allclose(shown[3].get_images()[0].get_array(), weights[:, 3].reshape(28, 28))
+    vmin, vmax = shown[3].get_images()[0].get_clim()
+    assert vmin == -vmax == -np.abs(weights[:, 3]).max()  # symmetric: white is zero
+    for bad in (weights[:, :9], weights.T, np.full((784, 10), np.nan)):
+        with pytest.raises(ValueError, match="weights must"):
+            plots.templates_figure(bad)
+
+
+def test_strongest_units_rank_by_incoming_times_outgoing_norm_and_title_their_letter():
+    first = np.zeros((784, 6))
+    second = np.zeros((6, 10))
+    for unit, (inc, out, letter) in enumerate([(1, 1, 0), (3, 1, 4), (1, 5, 9), (2, 2, 1), (0, 9, 2), (1, 0.5, 3)]):
+        first[unit, unit] = inc  # a single incoming pixel
+        second[unit, letter] = out
+    np.testing.assert_array_equal(plots.strongest_units(first, second, k=4), [2, 3, 1, 0])
+    fig = plots.hidden_units_figure(first, second, k=4)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_images()]
+    assert titles == ["#2 +J", "#3 +B", "#1 +E", "#0 +A"]
+    with pytest.raises(ValueError, match="second must have shape"):
+        plots.strongest_units(first, second[:5])
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        plots.strongest_units(first, second, k=0)

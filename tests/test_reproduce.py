@@ -18,9 +18,10 @@ from dnn_tf.run_dir import RunDir
 from fixtures import make_fixture_archive
 
 SINGLE = [p for p in presets.PRESET_ORDER if p not in reproduce.MULTI_SEED]
-ALL_RUNS = SINGLE + ["deep_seed0", "deep_seed1", "deep_full_seed0", "deep_full_seed1"]
+ALL_RUNS = SINGLE + ["deep_seed0", "deep_seed1", "deep_full_seed0", "deep_full_seed1", "keras_baseline_seed0",
+                     "keras_baseline_seed1"]
 PLOTS = ("samples.png", "class_balance.png", "curves_assignment2.png", "curves_assignment3.png",
-         "confusion_deep.png", "mistakes_deep.png")
+         "templates_logreg_sgd.png", "hidden_units_relu1024.png", "confusion_deep.png", "mistakes_deep.png")
 MIN_PNG_BYTES = 1024
 
 
@@ -50,7 +51,7 @@ def workspace(tmp_path_factory):
 def test_writes_results_md(workspace):
     md = (workspace["results"] / "results.md").read_text()
     assert "**Dataset:**" in md and "notMNIST_fixture" in md and "160 images" in md
-    for preset in presets.PRESET_ORDER:
+    for preset in reproduce.RUN_ORDER:
         rows = [line for line in md.splitlines() if line.startswith(f"| {preset} |")]
         assert len(rows) == (2 if preset in reproduce.MULTI_SEED else 1), preset
         cells = [c.strip() for c in rows[0].strip("|").split("|")]
@@ -78,8 +79,9 @@ def test_writes_results_json(workspace):
     assert {"schema", "dataset", "course_figures", "runs", "aggregated", "extra"} <= set(report)
     assert "notMNIST_fixture" in report["dataset"]["tag"] and report["dataset"]["description"]
     runs = report["runs"]
-    assert [r["preset"] for r in runs] == SINGLE + ["deep", "deep", "deep_full", "deep_full"]
-    assert [r["seed"] for r in runs][-4:] == [0, 1, 0, 1]
+    assert [r["preset"] for r in runs] == SINGLE + ["deep", "deep", "deep_full", "deep_full", "keras_baseline",
+                                                    "keras_baseline"]
+    assert [r["seed"] for r in runs][-6:] == [0, 1, 0, 1, 0, 1]
     for r in runs:
         for key in ("valid", "test", "test_sanitized"):
             if key == "valid" and r["preset"] == "deep_full":
@@ -89,9 +91,14 @@ def test_writes_results_json(workspace):
         assert r["steps"] == 60 and r["seconds"] > 0 and r["device"].endswith("CPU:0")
         assert r["dataset"] == report["dataset"]["tag"]
     assert runs[0]["course_test"] == 82.9 and runs[2]["course_test"] is None
-    deep, full = report["aggregated"]
+    deep, full, keras = report["aggregated"]
     assert deep["preset"] == "deep" and deep["seeds"] == [0, 1] and deep["n"] == 2
     assert full["preset"] == "deep_full" and full["n"] == 2 and full["valid"] is None
+    assert keras["preset"] == "keras_baseline" and keras["n"] == 2 and keras["valid"] is not None
+    keras_run = json.loads((workspace["runs"] / "keras_baseline_seed1" / "metrics.json").read_text())
+    deep_config = json.loads((workspace["runs"] / "deep_seed1" / "metrics.json").read_text())["config"]
+    jitter = ("max_shift", "max_rotation", "max_scale", "max_shear")
+    assert keras_run["config"] == {**deep_config, **{k: 0 for k in jitter}}  # deep's net, without our jitter
     assert deep["test"]["min"] <= deep["test"]["mean"] <= deep["test"]["max"]
     extra = report["extra"]
     assert extra["total_seconds"] > 0 and extra["quick"] is True
@@ -118,6 +125,9 @@ def test_run_folders_have_metrics_model_and_tensorboard(workspace):
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["steps"] == 60 and metrics["name"] == name.split("_seed")[0]
         assert json.loads((run / "run.json").read_text())["config"] == metrics["config"]
+        if name.startswith("keras_baseline"):  # model.fit's run: the metrics, nothing of our loop
+            assert sorted(os.listdir(run)) == ["metrics.json", "run.json"]
+            continue
         assert (run / "saved_model" / "saved_model.pb").is_file()
         events = sorted((run / "tb").glob("events.out.tfevents.*"))
         assert events, name
@@ -149,7 +159,8 @@ def test_force_retrains_and_presets_subset(workspace, capsys):
     report = json.loads((results / "results.json").read_text())
     assert [r["preset"] for r in report["runs"]] == ["logreg_sgd"]
     assert sorted(os.listdir(results)) == sorted(["results.md", "results.json", "samples.png",
-                                                  "class_balance.png", "curves_assignment2.png"])
+                                                  "class_balance.png", "curves_assignment2.png",
+                                                  "templates_logreg_sgd.png"])
 
 
 def test_changed_config_is_retrained(workspace, capsys, tmp_path):

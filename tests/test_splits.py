@@ -69,3 +69,67 @@ def test_merge_is_balanced_disjoint_shuffled_and_seeded():
     assert not np.array_equal(other["train_dataset"], d["train_dataset"])
     two = merge(arrays, [a[:4] for a in arrays], sizes, seed=133)  # test from its own source
     assert {img.tobytes() for img in two["test_dataset"]} <= {img.tobytes() for a in arrays for img in a[:4]}
+
+
+def _course_merge(train_arrays, test_arrays, sizes, seed):
+    """The merge as it was written first (course merge_datasets + randomize, concatenate then permute): the reference."""
+    from dnn_tf.dataset import SPLITS, keys
+
+    rng = np.random.default_rng(seed)
+    picks = {s: [] for s in SPLITS}
+    cuts = ("valid", "train") if test_arrays is not None else ("valid", "test", "train")
+    for arr in train_arrays:
+        perm = rng.permutation(len(arr))
+        start = 0
+        for split in cuts:
+            picks[split].append(arr[np.sort(perm[start:start + sizes[split]])])
+            start += sizes[split]
+    if test_arrays is not None:
+        for arr in test_arrays:
+            perm = rng.permutation(len(arr))
+            picks["test"].append(arr[np.sort(perm[:sizes["test"]])])
+    out = {}
+    for split in SPLITS:
+        images = np.concatenate(picks[split])
+        labels = np.repeat(np.arange(10, dtype=np.int32), sizes[split])
+        order = rng.permutation(len(labels))
+        out[keys(split)[0]], out[keys(split)[1]] = np.ascontiguousarray(images[order]), labels[order]
+    return out
+
+
+class _OneRead:
+    """A class read like class_pickles' classes: len() without the data, each [rows] counted."""
+
+    def __init__(self, arr):
+        self.arr, self.reads = arr, 0
+
+    def __len__(self):
+        return len(self.arr)
+
+    def __getitem__(self, rows):
+        self.reads += 1
+        return self.arr[rows]
+
+
+@pytest.mark.parametrize("two_archives", [False, True])
+@pytest.mark.parametrize("seed", [0, 133, 2024])
+def test_merge_gives_the_course_algorithms_arrays_reading_each_class_once(two_archives, seed):
+    rng = np.random.default_rng(seed)
+    train = [rng.integers(0, 256, (int(n), 28, 28), dtype=np.uint8) for n in rng.integers(30, 60, 10)]
+    test = [rng.integers(0, 256, (int(n), 28, 28), dtype=np.uint8) for n in rng.integers(8, 20, 10)]
+    sizes = {"train": 20, "valid": 6, "test": 8} if two_archives else {"train": 17, "valid": 5, "test": 7}
+    expected = _course_merge(train, test if two_archives else None, sizes, seed)
+    lazy_train, lazy_test = [_OneRead(a) for a in train], [_OneRead(a) for a in test]
+    got = merge(lazy_train, lazy_test if two_archives else None, sizes, seed)
+    assert list(got) == list(expected)
+    for key in expected:
+        assert got[key].dtype == expected[key].dtype and got[key].flags.c_contiguous
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    assert [c.reads for c in lazy_train] == [1] * 10
+    assert [c.reads for c in lazy_test] == ([1] * 10 if two_archives else [0] * 10)
+    sources = (train, test) if two_archives else (train, None)
+    floats = merge([a.astype(np.float32) / 255 for a in sources[0]], sources[1] and [a.astype(np.float32) / 255
+                                                                                    for a in sources[1]], sizes, seed)
+    for split in ("train", "valid", "test"):  # the images keep their sources' dtype
+        assert floats[f"{split}_dataset"].dtype == np.float32
+        np.testing.assert_array_equal(floats[f"{split}_dataset"], got[f"{split}_dataset"] / np.float32(255))

@@ -222,6 +222,10 @@ def test_saved_model_reloads_with_same_predictions(data, tmp_path, deskew):
     np.testing.assert_allclose(out["probabilities"].numpy().sum(1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(inference.predict(str(tmp_path), images, batch_size=7),
                                inference.predict(result.model, images), rtol=1e-5, atol=1e-6)
+    exported = inference.layer_weights(str(tmp_path))  # what the weight plots draw
+    assert [w.shape for w in exported] == [(784, 16), (16, 10)]
+    for got, want in zip(exported, result.model.weights):
+        np.testing.assert_array_equal(got, want.numpy())
     with open(tmp_path / "metrics.json") as f:
         saved = json.load(f)
     assert set(saved) == RESULT_KEYS

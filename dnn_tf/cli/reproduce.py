@@ -32,7 +32,9 @@ PROG = "dnn-tf-reproduce"
 DEFAULT_DATA_DIR = "data"
 DEFAULT_RUNS_DIR = "runs"
 DEFAULT_RESULTS_DIR = "results"
-MULTI_SEED = ("deep", "deep_full")  # presets run once per seed of --seeds, reported as mean and spread
+KERAS_BASELINE = "keras_baseline"  # deep's net, optimizer and step budget in plain Keras (keras_baseline.py)
+RUN_ORDER = (*presets.PRESET_ORDER, KERAS_BASELINE)
+MULTI_SEED = ("deep", "deep_full", KERAS_BASELINE)  # run once per seed of --seeds, reported as mean and spread
 DEFAULT_SEED = 0
 DEFAULT_DEEP_SEEDS = (0, 1, 2)
 QUICK_OVERRIDES = presets.QUICK_OVERRIDES  # --quick: every preset for a few steps (smoke runs and tests)
@@ -43,11 +45,11 @@ logger = logging.getLogger("dnn_tf.cli.reproduce")
 
 def _presets(text: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in presets.PRESETS]
+    unknown = [n for n in names if n not in RUN_ORDER]
     if not names or unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown preset(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(presets.PRESET_ORDER)}")
-    return tuple(n for n in presets.PRESET_ORDER if n in names)
+            f"unknown preset(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(RUN_ORDER)}")
+    return tuple(n for n in RUN_ORDER if n in names)
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -74,10 +76,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--runs", default=DEFAULT_RUNS_DIR,
                         help="one folder per run: checkpoints, SavedModel, metrics.json, tb/ (default: runs)")
     parser.add_argument("--results", default=DEFAULT_RESULTS_DIR, help="results.md/json and plots (default: results)")
-    parser.add_argument("--presets", type=_presets, default=presets.PRESET_ORDER,
-                        help="comma-separated presets (default: all, in order: " + ",".join(presets.PRESET_ORDER) + ")")
+    parser.add_argument("--presets", type=_presets, default=RUN_ORDER,
+                        help="comma-separated presets (default: all, in order: " + ",".join(RUN_ORDER) + ")")
     parser.add_argument("--seeds", type=_seeds, default=DEFAULT_DEEP_SEEDS,
-                        help="seeds of deep and deep_full, reported as mean and spread (default: 0,1,2)")
+                        help=f"seeds of {', '.join(MULTI_SEED)}, reported as mean and spread (default: 0,1,2)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the other presets (default: 0)")
     parser.add_argument("--quick", action="store_true",
                         help=f"every preset for {QUICK_STEPS} steps (a smoke run, not results)")
@@ -99,11 +101,19 @@ def run_configs(names: Sequence[str], seed: int, deep_seeds: Sequence[int], quic
     runs = []
     for name in names:
         for s in deep_seeds if name in MULTI_SEED else (seed,):
-            preset = presets.get(name, seed=s)
+            preset = keras_preset(s) if name == KERAS_BASELINE else presets.get(name, seed=s)
             if quick:
                 preset = presets.quick(preset, num_train)
             runs.append((f"{name}_seed{s}" if name in MULTI_SEED else name, preset))
     return runs
+
+
+def keras_preset(seed: int) -> presets.Preset:
+    """The ``keras_baseline`` run as a preset: deep's config without jitter (``keras_baseline.baseline_config``)."""
+    from dnn_tf.keras_baseline import baseline_config
+
+    deep = presets.get("deep", seed=seed)
+    return presets.Preset(KERAS_BASELINE, baseline_config(deep.config), deep.settings)
 
 
 def train_runs(runs, data, runs_dir: str, data_id: str, force: bool, resume: bool,
@@ -114,6 +124,7 @@ def train_runs(runs, data, runs_dir: str, data_id: str, force: bool, resume: boo
       ``(metrics by run name, reused run names, failed run messages)``; a diverged run is
       reported and skipped, the others still run.
     """
+    from dnn_tf.keras_baseline import fit_keras
     from dnn_tf.train import TrainingDiverged, train_and_evaluate
 
     metrics: dict[str, dict] = {}
@@ -125,6 +136,12 @@ def train_runs(runs, data, runs_dir: str, data_id: str, force: bool, resume: boo
         if previous is not None:
             logger.info(f"{head}: reusing finished run {run_dir.path} (same config and data; --force retrains)")
             metrics[name], reused = previous, reused + [name]
+            continue
+        if preset.name == KERAS_BASELINE:  # model.fit, no checkpoints: always from the start
+            logger.info(f"{head}: training with Keras model.fit into {run_dir.path}")
+            run_dir.start(preset.config, preset.settings, preset.name, data_id, resume=False)
+            metrics[name] = fit_keras(preset.config, data, name=preset.name)
+            run_dir.write_metrics(metrics[name])
             continue
         cont = resume and run_dir.resumable(preset.config, data_id)
         logger.info(f"{head}: {'resuming' if cont else 'training'} into {run_dir.path}")
@@ -168,11 +185,12 @@ def _body(argv: Sequence[str] | None) -> int:
     if not metrics:
         raise ValueError("every run failed: " + "; ".join(failed))
 
-    def predict_deep(run_name: str):
-        return inference.predict(os.path.join(args.runs, run_name), data["test_dataset"])
+    def run_path(run_name: str) -> str:
+        return os.path.join(args.runs, run_name)
 
     table, written = results.write_results(
-        args.results, data, prep, metrics, predict_deep, time.perf_counter() - start,
+        args.results, data, prep, metrics, lambda run_name, images: inference.predict(run_path(run_name), images),
+        lambda run_name: inference.layer_weights(run_path(run_name)), time.perf_counter() - start,
         extra={"runs_dir": os.path.abspath(args.runs), "reused_runs": reused},
         quick_steps=QUICK_STEPS if args.quick else None, failed=failed)
     print()
