@@ -28,7 +28,7 @@ MISTAKES_PNG = "mistakes_deep.png"
 TEMPLATES = ("templates_logreg_sgd.png", "logreg_sgd")  # logistic regression's ten weight images
 HIDDEN_UNITS = ("hidden_units_relu1024.png", "relu1024")  # the one-hidden-layer net's strongest units
 MISTAKES_SHOWN = 16
-DEEP = "deep"  # the preset whose errors are plotted (its median-seed run)
+DEEP = "deep"  # the preset whose errors are plotted (its median-seed run, like every multi-seed preset's plots)
 CURVE_PLOTS = (
     ("curves_assignment2.png", "Assignment 2: logistic regression and one hidden layer",
      ("logreg_gd", "logreg_sgd", "relu1024")),
@@ -90,6 +90,17 @@ def representative_run(names: Sequence[str], metrics: Mapping[str, Mapping[str, 
     return ordered[(len(ordered) - 1) // 2]
 
 
+def runs_of(metrics: Mapping[str, Mapping[str, Any]], preset: str) -> list[str]:
+    """The runs of ``preset`` (one per seed for a multi-seed preset)."""
+    return [run for run, m in metrics.items() if m["name"] == preset]
+
+
+def representative(metrics: Mapping[str, Mapping[str, Any]], preset: str) -> str | None:
+    """The run whose curves and plots stand for ``preset``: its median-test-accuracy run (None: not run)."""
+    runs = runs_of(metrics, preset)
+    return representative_run(runs, metrics) if runs else None
+
+
 def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[str, Any]], results_dir: str,
                 predict, layer_weights) -> tuple[list[str], str | None]:
     """Draws every plot for what was run.
@@ -112,25 +123,25 @@ def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[st
     save(plots.sample_grid_figure(data["train_dataset"], data["train_labels"]), SAMPLES_PNG)
     counts = {s: np.bincount(np.asarray(data[f"{s}_labels"]), minlength=NUM_CLASSES) for s in SPLITS}
     save(plots.class_balance_figure(counts), BALANCE_PNG)
-    deep_runs = [run for run, m in metrics.items() if m["name"] == DEEP]
-    deep = representative_run(deep_runs, metrics) if deep_runs else None
+    chosen = {preset: representative(metrics, preset) for preset in {m["name"] for m in metrics.values()}}
+    deep = chosen.get(DEEP)
     for filename, title, names in CURVE_PLOTS:
         histories = {}
         for run, m in metrics.items():
-            if m["name"] in names and m.get("history") and (m["name"] != DEEP or run == deep):
-                label = f"{DEEP} (seed {m['config']['seed']})" if m["name"] == DEEP else m["name"]
-                histories[label] = m["history"]
+            if m["name"] in names and m.get("history") and run == chosen[m["name"]]:
+                several = len(runs_of(metrics, m["name"])) > 1
+                histories[f"{m['name']} (seed {m['config']['seed']})" if several else m["name"]] = m["history"]
         if histories:
             save(plots.learning_curves_figure(histories, title=title), filename)
-    if TEMPLATES[1] in metrics:
-        save(plots.templates_figure(layer_weights(TEMPLATES[1])[0]), TEMPLATES[0])
-    if HIDDEN_UNITS[1] in metrics:
-        first, second = layer_weights(HIDDEN_UNITS[1])[:2]
-        save(plots.hidden_units_figure(first, second), HIDDEN_UNITS[0])
+    if TEMPLATES[1] in chosen:
+        save(plots.templates_figure(layer_weights(chosen[TEMPLATES[1]])[0]), TEMPLATES[0])
+    if HIDDEN_UNITS[1] in chosen:
+        save(plots.hidden_units_figure(*layer_weights(chosen[HIDDEN_UNITS[1]])[:2]), HIDDEN_UNITS[0])
     if deep is None:
         logger.info("No deep run: %s and %s are not drawn", CONFUSION_PNG, MISTAKES_PNG)
         return written, None
-    logger.info(f"Predicting the test set with {deep} (median test accuracy of {len(deep_runs)} deep run(s))")
+    logger.info(f"Predicting the test set with {deep} (median test accuracy of {len(runs_of(metrics, DEEP))} "
+                "deep run(s))")
     probabilities = predict(deep, data["test_dataset"])
     seed = metrics[deep]["config"]["seed"]
     save(plots.confusion_matrix_figure(data["test_labels"], probabilities, title=f"deep, seed {seed}, test set"),

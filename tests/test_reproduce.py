@@ -17,9 +17,10 @@ from dnn_tf.cli import reproduce
 from dnn_tf.run_dir import RunDir
 from fixtures import make_fixture_archive
 
-SINGLE = [p for p in presets.PRESET_ORDER if p not in reproduce.MULTI_SEED]
-ALL_RUNS = SINGLE + ["deep_seed0", "deep_seed1", "deep_full_seed0", "deep_full_seed1", "keras_baseline_seed0",
-                     "keras_baseline_seed1"]
+# Every run of the --quick --seeds 0,1 workspace, in order (multi-seed presets once per seed).
+ALL_RUNS = [name if name not in reproduce.MULTI_SEED else f"{name}_seed{s}"
+            for name in reproduce.RUN_ORDER for s in ((0, 1) if name in reproduce.MULTI_SEED else (0,))]
+ALL_PRESETS = [run.rsplit("_seed", 1)[0] for run in ALL_RUNS]
 PLOTS = ("samples.png", "class_balance.png", "curves_assignment2.png", "curves_assignment3.png",
          "templates_logreg_sgd.png", "hidden_units_relu1024.png", "confusion_deep.png", "mistakes_deep.png")
 MIN_PNG_BYTES = 1024
@@ -38,7 +39,7 @@ def _args(ws, *extra, results=None) -> list[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """One full --quick run (every preset, deep and deep_full with seeds 0 and 1) shared by the tests below."""
+    """One full --quick run (every preset, the MULTI_SEED ones with seeds 0 and 1) shared by the tests below."""
     root = tmp_path_factory.mktemp("reproduce")
     ws = {"root": root, "archive": root / "notMNIST_fixture.tar.gz", "data": root / "data",
           "runs": root / "runs", "results": root / "results"}
@@ -79,9 +80,8 @@ def test_writes_results_json(workspace):
     assert {"schema", "dataset", "course_figures", "runs", "aggregated", "extra"} <= set(report)
     assert "notMNIST_fixture" in report["dataset"]["tag"] and report["dataset"]["description"]
     runs = report["runs"]
-    assert [r["preset"] for r in runs] == SINGLE + ["deep", "deep", "deep_full", "deep_full", "keras_baseline",
-                                                    "keras_baseline"]
-    assert [r["seed"] for r in runs][-6:] == [0, 1, 0, 1, 0, 1]
+    assert [r["preset"] for r in runs] == ALL_PRESETS
+    assert [r["seed"] for r in runs] == [int(n[-1]) if "_seed" in n else 0 for n in ALL_RUNS]
     for r in runs:
         for key in ("valid", "test", "test_sanitized"):
             if key == "valid" and r["preset"] == "deep_full":
@@ -90,8 +90,10 @@ def test_writes_results_json(workspace):
             assert 0.0 <= r[key] <= 100.0, (r["preset"], key)
         assert r["steps"] == 60 and r["seconds"] > 0 and r["device"].endswith("CPU:0")
         assert r["dataset"] == report["dataset"]["tag"]
-    assert runs[0]["course_test"] == 82.9 and runs[2]["course_test"] is None
-    deep, full, keras = report["aggregated"]
+    course = {r["preset"]: r["course_test"] for r in runs}
+    assert course["logreg_gd"] == 82.9 and course["logreg_sgd"] == 86.1 and course["relu1024"] is None
+    logreg, relu, deep, full, keras = report["aggregated"]
+    assert [logreg["preset"], relu["preset"]] == ["logreg_sgd", "relu1024"] and logreg["n"] == relu["n"] == 2
     assert deep["preset"] == "deep" and deep["seeds"] == [0, 1] and deep["n"] == 2
     assert full["preset"] == "deep_full" and full["n"] == 2 and full["valid"] is None
     assert keras["preset"] == "keras_baseline" and keras["n"] == 2 and keras["valid"] is not None
@@ -152,9 +154,10 @@ def test_rerun_reuses_finished_runs(workspace, capsys):
 
 def test_force_retrains_and_presets_subset(workspace, capsys):
     results = workspace["root"] / "forced"
-    path = workspace["runs"] / "logreg_sgd" / "metrics.json"
+    path = workspace["runs"] / "logreg_sgd_seed0" / "metrics.json"
     before = path.stat().st_mtime_ns
-    code, _, err = _run(capsys, *_args(workspace, "--presets", "logreg_sgd", "--force", results=results))
+    code, _, err = _run(capsys, *_args(workspace, "--presets", "logreg_sgd", "--seeds", "0", "--force",
+                                       results=results))
     assert code == 0 and "Training on" in err and path.stat().st_mtime_ns != before
     report = json.loads((results / "results.json").read_text())
     assert [r["preset"] for r in report["runs"]] == ["logreg_sgd"]
@@ -176,10 +179,10 @@ def test_changed_config_is_retrained(workspace, capsys, tmp_path):
 
 def test_resume_continues_an_interrupted_run(workspace, capsys):
     results = workspace["root"] / "resumed"
-    metrics = workspace["runs"] / "relu1024" / "metrics.json"
+    metrics = workspace["runs"] / "relu1024_seed0" / "metrics.json"
     old = json.loads(metrics.read_text())
     metrics.unlink()  # as if the process died after the last checkpoint
-    code, _, err = _run(capsys, *_args(workspace, "--presets", "relu1024", "--resume", results=results))
+    code, _, err = _run(capsys, *_args(workspace, "--presets", "relu1024", "--seeds", "0", "--resume", results=results))
     assert code == 0 and "resuming into" in err and "Resumed from" in err
     new = json.loads(metrics.read_text())
     assert (new["valid_accuracy"], new["test_accuracy"]) == (old["valid_accuracy"], old["test_accuracy"])
