@@ -262,6 +262,36 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], dataset_description: str
     return "\n".join(lines) + "\n"
 
 
+def summary_markdown(rows: Sequence[Mapping[str, Any]], aggregated: Sequence[Mapping[str, Any]]) -> str:
+    """One row per preset: its accuracies, as mean ± sample std for a preset run over several seeds.
+
+    Args:
+      rows: rows from ``results_rows``.
+      aggregated: output of ``aggregate_seeds`` for the same rows.
+
+    Returns:
+      A markdown table ending with a newline ("—" where a value is missing).
+    """
+    spread = {entry["preset"]: entry for entry in aggregated}
+    lines = ["| Preset | Course test % | Valid % | Test % | Test (sanitized) % | Seeds |",
+             "|:---|---:|---:|---:|---:|:---|"]
+    for preset in dict.fromkeys(row["preset"] for row in rows):
+        if preset in spread:
+            entry = spread[preset]
+            cells = [_mean_std(entry[key]) for key in ACCURACY_KEYS]
+            seeds = ", ".join(str(s) for s in entry["seeds"])
+        else:
+            row = next(r for r in rows if r["preset"] == preset)
+            cells = [_format(row.get(key), "pct") for key in ACCURACY_KEYS]
+            seeds = str(row.get("seed", MISSING))
+        lines.append(f"| {preset} | {_format(course_figure(preset), 'pct')} | " + " | ".join(cells) + f" | {seeds} |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std(stats: Mapping[str, float] | None) -> str:
+    return MISSING if stats is None else f"{stats['mean']:.1f} ± {stats['std']:.1f}"
+
+
 def results_json(rows: Sequence[Mapping[str, Any]], dataset: Any,
                  aggregated: Sequence[Mapping[str, Any]] | None = None,
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

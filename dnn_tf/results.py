@@ -158,6 +158,8 @@ def markdown(rows, aggregated, description: str, summary: Mapping[str, Any], tot
     if quick_steps:
         lines += [f"> **Quick smoke run** ({quick_steps} steps per preset): "
                   "these numbers test the pipeline and are not results.", ""]
+    lines += ["## Summary", "", "One row per preset; mean ± sample std over the seeds of a multi-seed preset.", "",
+              report.summary_markdown(rows, aggregated).rstrip("\n"), "", "## Every run", ""]
     lines.append(report.results_markdown(rows, description, aggregated).rstrip("\n"))
     train_seconds = sum(r["seconds"] or 0.0 for r in rows)
     lines += ["", prepare_line(summary), "",

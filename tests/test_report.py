@@ -93,6 +93,17 @@ def test_aggregate_missing_sanitized_and_same_seed():
     assert aggregated[0]["test"]["mean"] == 91.0
 
 
+def test_summary_one_row_per_preset(results):
+    rows = report.results_rows(results, "notMNIST_small")
+    lines = report.summary_markdown(rows, report.aggregate_seeds(rows)).splitlines()
+    assert lines[0].startswith("| Preset | Course test % | Valid % | Test % | Test (sanitized) % | Seeds |")
+    body = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+    assert list(body) == ["logreg_gd", "logreg_sgd", "relu1024", "deep"]  # the three deep runs are one row
+    assert body["deep"] == "| deep | 97.1 | 91.0 ± 1.0 | 96.0 ± 1.0 | 95.2 ± 1.3 | 0, 1, 2 |"  # sample std of 94, 95, 96.5: 1.26
+    assert body["logreg_sgd"] == "| logreg_sgd | 86.1 | 79.5 | 86.9 | 86.0 | 0 |"
+    assert body["relu1024"] == "| relu1024 | — | 86.2 | 92.5 | — | 0 |"
+
+
 def test_markdown_table(results):
     rows = report.results_rows(results, "notMNIST_small")
     text = report.results_markdown(rows, DATASET_LINE, report.aggregate_seeds(rows))

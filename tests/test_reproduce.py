@@ -52,9 +52,13 @@ def workspace(tmp_path_factory):
 def test_writes_results_md(workspace):
     md = (workspace["results"] / "results.md").read_text()
     assert "**Dataset:**" in md and "notMNIST_fixture" in md and "160 images" in md
+    summary, every_run = md.split("## Summary", 1)[1].split("## Every run", 1)
     for preset in reproduce.RUN_ORDER:
-        rows = [line for line in md.splitlines() if line.startswith(f"| {preset} |")]
+        rows = [line for line in every_run.splitlines() if line.startswith(f"| {preset} |")]
         assert len(rows) == (2 if preset in reproduce.MULTI_SEED else 1), preset
+        (line,) = [line for line in summary.splitlines() if line.startswith(f"| {preset} |")]
+        assert line.endswith("| 0, 1 |" if preset in reproduce.MULTI_SEED else "| 0 |") and (" ± " in line) == (
+            preset in reproduce.MULTI_SEED), line
         cells = [c.strip() for c in rows[0].strip("|").split("|")]
         assert 0.0 <= float(cells[3]) <= 100.0 and cells[6] == "60", rows[0]
         # train images: all 160 of the fixture (subsets are larger), deep_full + its 20 valid
