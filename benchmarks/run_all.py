@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("train_throughput", "backprop_cost", "prepare_throughput", "prepare_full_scale", "deep_vs_wide")
 # Safety nets only (typical: 150-300 s, 10-30 s, 150-350 s, 80-150 s, 150-250 s on 2 shared cores;
 # prepare_full_scale's first run builds its archives and measures the course once: up to 1,500 s more).
-TIMEOUT = {"train_throughput": 600, "backprop_cost": 240, "prepare_throughput": 600, "prepare_full_scale": 2400,
+TIMEOUT = {"train_throughput": 900, "backprop_cost": 240, "prepare_throughput": 600, "prepare_full_scale": 2400,
            "deep_vs_wide": 480}
 TAKES_GLYPHS = ("prepare_throughput", "prepare_full_scale", "deep_vs_wide")  # benchmarks with --glyphs
 TINY_TIMEOUT = 120

@@ -1,4 +1,4 @@
-"""The optimizer of a run and its learning-rate schedule (Keras optimizers, the course's SGD first).
+"""The optimizer of a run and its learning-rate schedule: SGD (the course's), momentum and Adam, fused.
 
 ``FusedAdam`` and ``FusedSGD`` are Keras's ``Adam`` and ``SGD`` (same slot
 variables, hyperparameters, schedule handling, checkpoints, ``LossScaleOptimizer``
