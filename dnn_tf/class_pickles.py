@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,8 +30,6 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", "
 MAX_REPORTED_SKIPS = 10_000
 MIN_SECONDS = 1e-9  # guards the images/s division
 SECONDS_DIGITS, RATE_DIGITS = 3, 1  # decimals kept in the decode statistics
-PICKLE_PROTOCOL = 5  # see write_pickle
-WRITE_BLOCK = 32 << 20  # bytes of a pickle written between syncs (see _Synced)
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +118,7 @@ def maybe_pickle(
     seconds = time.perf_counter() - start
     classes = [DecodedClass(images, c) for c in range(NUM_CLASSES)]
     for name, cls in zip(CLASS_PICKLES, classes):
-        write_pickle(class_dir / name, normalize(cls[:]))
+        files.save_pickle(class_dir / name, normalize(cls[:]))
     manifest = _manifest(source, fingerprint, classes, images, seconds, workers)
     files.write_json(manifest_path, manifest)
     logger.info(
@@ -164,47 +160,6 @@ class PickledClass:
         if len(arr) != self._count:
             raise DataError(f"{self._path.name} has {len(arr)} images, manifest says {self._count}")
         return arr
-
-
-def write_pickle(path: Path, obj: Any) -> None:
-    """Pickles ``obj`` (an array, or a dict of arrays) to ``path`` atomically, for a plain ``pickle.load``.
-
-    Protocol 5 (Python 3.8+) writes an array's buffer as it is, where protocol 4 (``files.save_pickle``)
-    first copies it into a bytes object: 166 MB more per notMNIST_large class, 627 MB for the course's
-    train_dataset. The file is synced and dropped from the page cache every ``WRITE_BLOCK`` bytes
-    (``_Synced``): nothing reads it back in this run, and prepare writes 2.4 GB.
-    """
-    with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        synced = _Synced(f)
-        pickle.dump(obj, synced, protocol=PICKLE_PROTOCOL)
-        synced.sync()
-
-
-class _Synced:
-    """A file for ``pickle.dump`` that syncs every ``WRITE_BLOCK`` bytes and drops them from the page cache.
-
-    So the page cache holds at most a block of the file: its pages are reused from block to block
-    instead of taking fresh memory for every byte written (slow on a virtual machine whose host backs
-    guest memory lazily), and the final sync has little left to wait for.
-    """
-
-    def __init__(self, f):
-        self._f, self._fd, self._written, self._synced = f, f.fileno(), 0, 0
-
-    def write(self, data) -> int:
-        view = memoryview(data).cast("B")
-        for start in range(0, len(view), WRITE_BLOCK):
-            self._written += self._f.write(view[start:start + WRITE_BLOCK])
-            if self._written - self._synced >= WRITE_BLOCK:
-                self.sync()
-        return len(view)
-
-    def sync(self) -> None:
-        self._f.flush()
-        getattr(os, "fdatasync", os.fsync)(self._fd)
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(self._fd, self._synced, self._written - self._synced, os.POSIX_FADV_DONTNEED)
-        self._synced = self._written
 
 
 def _manifest(source: str, fingerprint: dict, classes: list, images: Images, seconds: float, workers: int) -> dict:

@@ -20,7 +20,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 HASH_BLOCK = 1 << 20  # bytes read at a time while hashing
-PICKLE_PROTOCOL = 4  # readable by the course's notebooks (Python 3.4+)
+PICKLE_PROTOCOL = 5  # see save_pickle (Python 3.8+ reads it with a plain pickle.load)
+WRITE_BLOCK = 32 << 20  # bytes of a pickle written between syncs (see _Synced)
 
 
 @contextlib.contextmanager
@@ -79,9 +80,44 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def save_pickle(path: str | os.PathLike, obj: Any) -> None:
-    """Pickles ``obj`` (protocol 4, readable by the course's notebooks) atomically."""
+    """Pickles ``obj`` (an array, or a dict of arrays) to ``path`` atomically, for a plain ``pickle.load``.
+
+    Protocol 5 writes an array's buffer as it is, where protocol 4 first copies it into a bytes
+    object: 166 MB more per notMNIST_large class, 627 MB for the course's train_dataset. The file
+    is synced and dropped from the page cache every ``WRITE_BLOCK`` bytes (``_Synced``): nothing
+    reads it back in the same run, and prepare writes 2.4 GB.
+    """
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=PICKLE_PROTOCOL)
+        synced = _Synced(f)
+        pickle.dump(obj, synced, protocol=PICKLE_PROTOCOL)
+        synced.sync()
+
+
+class _Synced:
+    """A file for ``pickle.dump`` that syncs every ``WRITE_BLOCK`` bytes and drops them from the page cache.
+
+    So the page cache holds at most a block of the file: its pages are reused from block to block
+    instead of taking fresh memory for every byte written (slow on a virtual machine whose host backs
+    guest memory lazily), and the final sync has little left to wait for.
+    """
+
+    def __init__(self, f):
+        self._f, self._fd, self._written, self._synced = f, f.fileno(), 0, 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), WRITE_BLOCK):
+            self._written += self._f.write(view[start:start + WRITE_BLOCK])
+            if self._written - self._synced >= WRITE_BLOCK:
+                self.sync()
+        return len(view)
+
+    def sync(self) -> None:
+        self._f.flush()
+        getattr(os, "fdatasync", os.fsync)(self._fd)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, self._synced, self._written - self._synced, os.POSIX_FADV_DONTNEED)
+        self._synced = self._written
 
 
 def sha256_file(path: str | os.PathLike) -> str:

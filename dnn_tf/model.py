@@ -213,8 +213,8 @@ def matmul_for_training(x: tf.Tensor, w: tf.Tensor):
 
     The same sums (so the same gradient up to float rounding); TensorFlow's own
     gradient multiplies by ``w`` transposed (``transpose_b``), a path the CPU
-    kernels of this TensorFlow build run slowly: 3.5x the forward's time for the
-    deep preset's 2048 x 1024 layer (results/train_throughput.md).
+    kernels of this TensorFlow build run slowly (``bare_step`` vs ``bare_step
+    fast-dx`` in results/train_throughput.md).
     """
     def grad(dy):
         return tf.transpose(tf.matmul(w, dy, transpose_b=True)), tf.matmul(x, dy, transpose_a=True)

@@ -6,8 +6,8 @@ and tf.distribute behaviour) whose per-variable update is TensorFlow's fused
 training kernel (``ResourceApplyAdam``, ``ResourceApplyKerasMomentum``,
 ``ResourceApplyGradientDescent``): one pass over the weights, the slots and the
 gradient instead of Keras's separate element-wise ops, each a pass over the
-variable. On the deep preset's 3.7 M weights Keras's Adam spent 20-25% of a
-step on those passes on 2 CPU cores (results/train_throughput.md). The kernels
+variable: on the deep preset's 3.7 M weights those passes are a large part of a
+CPU step (the ``Keras Adam`` row of results/train_throughput.md). The kernels
 compute Keras's formulas (epsilon added to sqrt(v), bias correction folded into
 the step size), so the numbers agree with Keras to float rounding.
 """

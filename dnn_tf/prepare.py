@@ -43,7 +43,6 @@ from dnn_tf.class_pickles import (
     archive_stem,
     decode_stats,
     maybe_pickle,
-    write_pickle,
 )
 from dnn_tf.dataset import SANITIZED_KEYS, SANITIZED_SPLITS, SPLITS, keys, load_pickle, validate
 from dnn_tf.decode import Workers, default_workers
@@ -241,7 +240,7 @@ def _prepare_locked(roles: dict[str, str], stems: dict[str, str], out: Path, siz
     # writes below leaves a pickle without a report (rebuilt next time), never a mismatched pair.
     with contextlib.suppress(FileNotFoundError):
         (out / REPORT_JSON).unlink()
-    write_pickle(out / MERGED_PICKLE, data)
+    files.save_pickle(out / MERGED_PICKLE, data)
     seconds["write"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - t0
 

@@ -90,17 +90,6 @@ def representative_run(names: Sequence[str], metrics: Mapping[str, Mapping[str, 
     return ordered[(len(ordered) - 1) // 2]
 
 
-def runs_of(metrics: Mapping[str, Mapping[str, Any]], preset: str) -> list[str]:
-    """The runs of ``preset`` (one per seed for a multi-seed preset)."""
-    return [run for run, m in metrics.items() if m["name"] == preset]
-
-
-def representative(metrics: Mapping[str, Mapping[str, Any]], preset: str) -> str | None:
-    """The run whose curves and plots stand for ``preset``: its median-test-accuracy run (None: not run)."""
-    runs = runs_of(metrics, preset)
-    return representative_run(runs, metrics) if runs else None
-
-
 def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[str, Any]], results_dir: str,
                 predict, layer_weights) -> tuple[list[str], str | None]:
     """Draws every plot for what was run.
@@ -123,13 +112,16 @@ def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[st
     save(plots.sample_grid_figure(data["train_dataset"], data["train_labels"]), SAMPLES_PNG)
     counts = {s: np.bincount(np.asarray(data[f"{s}_labels"]), minlength=NUM_CLASSES) for s in SPLITS}
     save(plots.class_balance_figure(counts), BALANCE_PNG)
-    chosen = {preset: representative(metrics, preset) for preset in {m["name"] for m in metrics.values()}}
+    runs_of: dict[str, list[str]] = {}  # preset -> its runs (one per seed for a multi-seed preset)
+    for run, m in metrics.items():
+        runs_of.setdefault(m["name"], []).append(run)
+    chosen = {preset: representative_run(runs, metrics) for preset, runs in runs_of.items()}  # its plots' run
     deep = chosen.get(DEEP)
     for filename, title, names in CURVE_PLOTS:
         histories = {}
         for run, m in metrics.items():
             if m["name"] in names and m.get("history") and run == chosen[m["name"]]:
-                several = len(runs_of(metrics, m["name"])) > 1
+                several = len(runs_of[m["name"]]) > 1
                 histories[f"{m['name']} (seed {m['config']['seed']})" if several else m["name"]] = m["history"]
         if histories:
             save(plots.learning_curves_figure(histories, title=title), filename)
@@ -140,8 +132,7 @@ def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[st
     if deep is None:
         logger.info("No deep run: %s and %s are not drawn", CONFUSION_PNG, MISTAKES_PNG)
         return written, None
-    logger.info(f"Predicting the test set with {deep} (median test accuracy of {len(runs_of(metrics, DEEP))} "
-                "deep run(s))")
+    logger.info(f"Predicting the test set with {deep} (median test accuracy of {len(runs_of[DEEP])} deep run(s))")
     probabilities = predict(deep, data["test_dataset"])
     seed = metrics[deep]["config"]["seed"]
     save(plots.confusion_matrix_figure(data["test_labels"], probabilities, title=f"deep, seed {seed}, test set"),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fixtures import make_fixture_archive, make_fixture_folder, make_glyph_images
 
+from dnn_tf import files
 from dnn_tf.dataset import COURSE_KEYS, SANITIZED_KEYS, load_pickle, validate
 from dnn_tf.notmnist import LETTERS, DataError, normalize
 from dnn_tf.prepare import format_report, prepare
@@ -236,14 +237,12 @@ def test_prepare_memory_stays_near_one_copy_of_the_splits(tmp_path):
 
 
 def test_pickles_are_protocol_5_synced_in_blocks_and_load_with_plain_pickle(tmp_path, monkeypatch):
-    from dnn_tf import class_pickles
-
-    monkeypatch.setattr(class_pickles, "WRITE_BLOCK", 1000)  # many blocks: every sync and its page-cache drop
+    monkeypatch.setattr(files, "WRITE_BLOCK", 1000)  # many blocks: every sync and its page-cache drop
     synced = []
-    real_sync = class_pickles._Synced.sync
-    monkeypatch.setattr(class_pickles._Synced, "sync", lambda self: (synced.append(self._written), real_sync(self)))
+    real_sync = files._Synced.sync
+    monkeypatch.setattr(files._Synced, "sync", lambda self: (synced.append(self._written), real_sync(self)))
     obj = {"a": np.arange(5000, dtype=np.float32).reshape(-1, 10), "b": np.arange(7, dtype=np.int32), "c": b"x" * 3}
-    class_pickles.write_pickle(tmp_path / "d.pickle", obj)
+    files.save_pickle(tmp_path / "d.pickle", obj)
     raw = (tmp_path / "d.pickle").read_bytes()
     assert raw == pickle.dumps(obj, protocol=5) and raw[1] == 5  # what a plain pickle.dump writes
     assert len(synced) >= len(raw) // 1000 and synced[-1] == len(raw)
