@@ -112,7 +112,8 @@ def decode_pngs(blobs: Sequence[bytes]) -> tuple[np.ndarray, list[int], list[tup
 
 def _plain_idat(data: bytes) -> bytes | None:
     """The image data of a plain 8-bit gray PNG (see the module docstring), or None for any other file."""
-    if data[len(PNG_SIGNATURE):PLAIN_IHDR_END] != PLAIN_IHDR or _crc(data, len(PNG_SIGNATURE) + 4, PLAIN_IHDR_END):
+    if (len(data) < PLAIN_IHDR_END + CHUNK_CRC or data[len(PNG_SIGNATURE):PLAIN_IHDR_END] != PLAIN_IHDR
+            or _crc(data, len(PNG_SIGNATURE) + 4, PLAIN_IHDR_END)):
         return None
     pos, parts = PLAIN_IHDR_END + CHUNK_CRC, []
     while True:

@@ -493,6 +493,20 @@ def test_property_png_fast_path_gives_the_full_paths_answer(monkeypatch_png, dat
         np.testing.assert_array_equal(fast[0], full[0])
 
 
+def test_png_cut_at_every_length_is_a_reason_not_a_crash(monkeypatch_png):
+    """Every prefix (e.g. cut just after IHDR's data, before its CRC) gives the full path's answer."""
+    raw = png_bytes(make_glyph_images(1)[0][0])
+    at = raw.index(b"IDAT")
+    # Pillow decodes once the deflate data is complete: only zlib's trailing Adler-32 (4 bytes),
+    # IDAT's CRC and IEND may be cut.
+    idat_end = at + 4 + int.from_bytes(raw[at - 4:at], "big") - 4
+    for n in range(8, len(raw)):
+        fast, full = decode_png(raw[:n]), monkeypatch_png(raw[:n])
+        assert fast[1] == full[1] and (fast[0] is None) == (full[0] is None), n
+        assert fast[1].startswith("corrupt PNG") if n < idat_end else fast[0] is not None, n
+    assert decode_png(raw)[1] == ""
+
+
 @pytest.fixture(scope="module")
 def monkeypatch_png():
     """decode_png with the plain fast path turned off (Pillow's Image.open path only)."""
