@@ -25,7 +25,6 @@ peak (``ru_maxrss``).
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import multiprocessing
@@ -182,13 +181,19 @@ def build(path: Path, name: str, tiny: bool, glyphs: list[np.ndarray]) -> None:
                 add(tar, f"{name}/{LETTERS[label]}/{names[k]}", data)
 
 
+def cache_folder(cache: Path, tiny: bool, glyphs: str | None) -> Path:
+    """The folder of one recipe, size and glyph source in ``cache``.
+
+    Keyed by the glyph archive's content, not its path or mtime: a copy or a re-provisioned folder
+    holds the same glyphs and must not rebuild 240 MB of archives.
+    """
+    key = common.dio.sha256_file(glyphs)[:12] if glyphs else "generated"
+    return Path(cache) / f"r{RECIPE}-{'tiny' if tiny else 'full'}-{key}"
+
+
 def cached_archives(cache: Path, tiny: bool, glyphs: str | None) -> tuple[dict[str, Path], dict]:
     """The two archives, built into ``cache`` unless there; returns their paths and how they were made."""
-    key = "generated"
-    if glyphs:
-        st = os.stat(glyphs)
-        key = hashlib.sha256(f"{os.path.abspath(glyphs)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = Path(cache) / f"r{RECIPE}-{'tiny' if tiny else 'full'}-{key}"  # the recipe: a folder per kind
+    folder = cache_folder(cache, tiny, glyphs)
     paths = {n: folder / f"{n}.tar.gz" for n in (LARGE, SMALL)}
     info = {"cache": str(cache), "built_seconds": None, "paths": {n: str(p) for n, p in paths.items()},
             "glyphs": (f"real glyphs of {Path(glyphs).name}, scaled and shifted" if glyphs else

@@ -1,9 +1,9 @@
 """Runs every benchmark (each in its own process), prints their key lines, writes results/BENCHMARKS.md.
 
 ``make bench`` calls ``python benchmarks/run_all.py`` (``make bench ARGS="--glyphs PATH"`` hands
-``--glyphs`` to the benchmarks that build their data from real glyphs): about 10-12 minutes on 2 cores
-with prepare_full_scale's archives and course baseline cached (the first run builds the archives,
-5-8 minutes, and measures the course's extract-then-read once, 5-8 minutes).
+``--glyphs`` to the benchmarks that build their data from real glyphs): under 20 minutes on 2 cores
+with prepare_full_scale's archives and course baseline cached, plus a few minutes each for building
+the archives and measuring the course's extract-then-read the first time (timings in results/run_all.json).
 ``--tiny`` runs everything with tiny sizes (about a minute).
 """
 

@@ -24,7 +24,10 @@ validation split (1,430 images of notMNIST_small_dev, about 0.6 points of noise)
 for each fold K, images ``[K * N, (K + 1) * N)`` of train + valid are held out
 (N = ``--fold-size``, by default the validation split's size) and the rest trained
 on (``fold_splits``); the test split is not used at all. Runs print nothing but
-their one result line (``--verbose`` shows the training log).
+their one result line (``--verbose`` shows the training log). With folds the
+table also pairs each candidate with ``base`` fold by fold: its mean gain and
+on how many folds it is ahead. ``--report`` rewrites the table from ``--out``
+without training.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ DEFAULT_PRESET = "deep"
 DEFAULT_SEEDS = (0, 1, 2)
 PRESET_KEY = "preset"
 MARKDOWN_SUFFIX = ".md"
+BASELINE = "base"  # the candidate the fold-by-fold comparison is paired with
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -82,6 +86,7 @@ def build_parser() -> ArgumentParser:
                    help="also record test accuracy (only after choosing on validation)")
     p.add_argument("--resume", action="store_true", help="skip (config, seed) runs already in --out")
     p.add_argument("--dry-run", action="store_true", help="print the candidates' configs and exit")
+    p.add_argument("--report", action="store_true", help="rewrite the table from --out and exit (no training)")
     add_output_flags(p)
     return p
 
@@ -171,7 +176,43 @@ def summarize(rows: Sequence[dict], with_test: bool) -> list[dict]:
     return summary
 
 
-def markdown(summary: Sequence[dict], with_test: bool) -> str:
+def paired_folds(rows: Sequence[dict], baseline: str = BASELINE) -> list[dict]:
+    """Per candidate: validation accuracy per fold (mean over its seeds) and the paired gain over ``baseline``.
+
+    The gain is the mean over the folds both have of (candidate - baseline); ``ahead`` counts the folds
+    where the candidate is higher. Empty without fold runs or without a ``baseline`` candidate.
+    """
+    runs: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        if r.get("fold") is not None:
+            runs.setdefault(r["candidate"], {}).setdefault(r["fold"], []).append(r["valid_accuracy"])
+    if baseline not in runs:
+        return []
+    per_fold = {name: {f: statistics.fmean(v) for f, v in sorted(folds.items())} for name, folds in runs.items()}
+    base = per_fold[baseline]
+    out = []
+    for name, folds in per_fold.items():
+        gains = [folds[f] - base[f] for f in folds if f in base]
+        paired = name != baseline and bool(gains)
+        out.append({"candidate": name, "folds": folds, "mean": statistics.fmean(folds.values()),
+                    "gain": statistics.fmean(gains) if paired else None,
+                    "ahead": sum(g > 0 for g in gains) if paired else None, "paired_folds": len(gains)})
+    return out
+
+
+def _paired_markdown(paired: Sequence[dict]) -> str:
+    folds = sorted({f for p in paired for f in p["folds"]})
+    head = f"| candidate | valid % on folds {' / '.join(map(str, folds))} | mean | gain over {BASELINE} | ahead |"
+    lines = [head, "|---|---|---|---|---|"]
+    for p in paired:
+        cells = " / ".join(f"{p['folds'][f]:.2f}" if f in p["folds"] else "-" for f in folds)
+        gain = "-" if p["gain"] is None else f"{p['gain']:+.2f}"
+        ahead = "-" if p["ahead"] is None else f"{p['ahead']}/{p['paired_folds']}"
+        lines.append(f"| {p['candidate']} | {cells} | {p['mean']:.2f} | {gain} | {ahead} |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(summary: Sequence[dict], with_test: bool, paired: Sequence[dict] = ()) -> str:
     head = "| candidate | preset | runs | valid % (mean ± std) |" + (" test % (mean ± std) |" if with_test else "") \
         + " s/run | overrides |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -183,7 +224,7 @@ def markdown(summary: Sequence[dict], with_test: bool) -> str:
                          if "test_accuracy_mean" in s else "")
         cells += [f"{s['seconds_mean']:.0f}", " ".join(f"{k}={v}" for k, v in s["overrides"].items())]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + ("\n" + _paired_markdown(paired) if paired else "")
 
 
 def _diff(preset: presets.Preset) -> dict[str, Any]:
@@ -194,10 +235,20 @@ def _diff(preset: presets.Preset) -> dict[str, Any]:
     return {k: v for k, v in a.items() if k != "seed" and v != b[k]}
 
 
-def _write(path: str, rows: list[dict], with_test: bool) -> None:
-    summary = summarize(rows, with_test)
-    files.write_json(path, {"rows": rows, "summary": summary, "with_test": with_test})
-    files.write_text(str(Path(path).with_suffix(MARKDOWN_SUFFIX)), markdown(summary, with_test))
+def _write(path: str, rows: list[dict], with_test: bool) -> str:
+    """Writes the JSON and the Markdown table beside it; returns the table."""
+    summary, paired = summarize(rows, with_test), paired_folds(rows)
+    files.write_json(path, {"rows": rows, "summary": summary, "paired_folds": paired, "with_test": with_test})
+    table = markdown(summary, with_test, paired)
+    files.write_text(str(Path(path).with_suffix(MARKDOWN_SUFFIX)), table)
+    return table
+
+
+def _read_rows(path: str) -> list[dict]:
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["rows"]
 
 
 def _body(argv: Sequence[str] | None) -> int:
@@ -207,6 +258,12 @@ def _body(argv: Sequence[str] | None) -> int:
     candidates = make_candidates(args.preset, args.candidate, args.set)
     if args.folds and args.with_test:
         raise UsageError("--folds leaves the test split out; drop --with-test")
+    if args.report:
+        if not os.path.exists(args.out):
+            raise UsageError(f"--report: {args.out} does not exist")
+        rows = _read_rows(args.out)
+        print(_write(args.out, rows, any("test_accuracy" in r for r in rows)), end="")
+        return 0
     if args.dry_run:
         for name, preset in candidates.items():
             print(f"{name}: {preset.name} {_diff(preset)}")
@@ -220,10 +277,7 @@ def _body(argv: Sequence[str] | None) -> int:
 
     rows: list[dict] = []
     if args.resume and os.path.exists(args.out):
-        import json
-
-        with open(args.out, encoding="utf-8") as f:
-            rows = json.load(f)["rows"]
+        rows = _read_rows(args.out)
     done = {(r["candidate"], r["seed"], r.get("fold"), repr(sorted(r["config"].items()))) for r in rows}
     splits = fold_splits(data, args.folds, args.fold_size) if args.folds else [(None, data)]
     total = len(args.folds or (None,)) * len(candidates) * len(args.seeds)
@@ -253,8 +307,7 @@ def _body(argv: Sequence[str] | None) -> int:
             print(f"[{k}/{total}] {name} seed {seed}{where}: valid {result.valid_accuracy:.2f}{test}  "
                   f"({result.seconds:.0f} s)", flush=True)
     if rows:
-        _write(args.out, rows, args.with_test)
-        print(markdown(summarize(rows, args.with_test), args.with_test), end="")
+        print(_write(args.out, rows, args.with_test), end="")
     return 0
 
 

@@ -3,6 +3,7 @@ reader, and the full-scale archives (their shapes, cache and atomic build)."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -86,6 +87,21 @@ def test_prepare_full_scale_tiny_builds_caches_and_measures(tmp_path, capsys):
     paths, info = fs.cached_archives(cache, True, None)
     assert info["built_seconds"] is None and {k: str(v) for k, v in paths.items()} == data["archives"]["paths"]
     assert fs.course_baseline(paths, tmp_path, again=False) == course
+
+
+def test_the_cache_is_keyed_by_the_glyphs_content_not_their_path_or_mtime(tmp_path):
+    import prepare_full_scale as fs
+    from fixtures import make_fixture_archive
+
+    a, b, c = tmp_path / "a.tar.gz", tmp_path / "copy" / "b.tar.gz", tmp_path / "c.tar.gz"
+    make_fixture_archive(a, per_class=2, extra_bad=False)
+    b.parent.mkdir()
+    b.write_bytes(a.read_bytes())
+    os.utime(b, ns=(1, 1))
+    c.write_bytes(a.read_bytes() + b"\0")
+    folder = fs.cache_folder(tmp_path, False, str(a))
+    assert fs.cache_folder(tmp_path, False, str(b)) == folder != fs.cache_folder(tmp_path, False, str(c))
+    assert fs.cache_folder(tmp_path, True, str(a)) != folder != fs.cache_folder(tmp_path, False, None)
 
 
 def _killed_render(task):

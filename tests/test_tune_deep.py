@@ -69,3 +69,21 @@ def test_folds_run_each_candidate_per_fold_and_refuse_with_test(tune, data, tmp_
     summary = {s["candidate"]: s for s in json.loads(out.read_text())["summary"]}
     assert summary["a"]["runs"] == summary["b"]["runs"] == 2  # mean over the folds
     assert "fold 1" in capsys.readouterr().out
+
+
+def test_paired_folds_pair_each_candidate_with_base_fold_by_fold(tune, tmp_path, capsys):
+    rows = [{"candidate": c, "fold": f, "seed": s, "valid_accuracy": v, "seconds": 1.0, "overrides": {}}
+            for c, f, s, v in [("base", 0, 0, 90.0), ("base", 0, 1, 92.0), ("base", 1, 0, 80.0),
+                               ("x", 0, 0, 92.0), ("x", 1, 0, 79.0), ("y", 1, 0, 81.0), ("z", None, 0, 99.0)]]
+    paired = {p["candidate"]: p for p in tune.paired_folds(rows)}
+    assert set(paired) == {"base", "x", "y"}  # z has no fold runs
+    assert paired["base"]["folds"] == {0: 91.0, 1: 80.0} and paired["base"]["gain"] is None
+    assert paired["x"]["gain"] == pytest.approx(0.0) and paired["x"]["ahead"] == 1  # +1.0 on fold 0, -1.0 on 1
+    assert paired["y"]["gain"] == pytest.approx(1.0) and (paired["y"]["ahead"], paired["y"]["paired_folds"]) == (1, 1)
+    assert tune.paired_folds(rows, baseline="missing") == []
+    out = tmp_path / "cv.json"
+    assert tune.main(["--out", str(out), "--report"]) == 2  # nothing to report yet
+    files.write_json(out, {"rows": rows})
+    assert tune.main(["--out", str(out), "--report"]) == 0
+    table = out.with_suffix(".md").read_text()
+    assert "| y | - / 81.00 | 81.00 | +1.00 | 1/1 |" in table and table in capsys.readouterr().out
