@@ -112,8 +112,7 @@ def decode_pngs(blobs: Sequence[bytes]) -> tuple[np.ndarray, list[int], list[tup
 
 def _plain_idat(data: bytes) -> bytes | None:
     """The image data of a plain 8-bit gray PNG (see the module docstring), or None for any other file."""
-    if (len(data) < PLAIN_IHDR_END + CHUNK_CRC or data[len(PNG_SIGNATURE):PLAIN_IHDR_END] != PLAIN_IHDR
-            or _crc(data, len(PNG_SIGNATURE) + 4, PLAIN_IHDR_END)):
+    if data[len(PNG_SIGNATURE):PLAIN_IHDR_END] != PLAIN_IHDR or _crc(data, len(PNG_SIGNATURE) + 4, PLAIN_IHDR_END):
         return None
     pos, parts = PLAIN_IHDR_END + CHUNK_CRC, []
     while True:
@@ -121,7 +120,7 @@ def _plain_idat(data: bytes) -> bytes | None:
             return None
         end = pos + CHUNK_HEAD + _U32.unpack_from(data, pos)[0]
         kind = data[pos + 4:pos + CHUNK_HEAD]
-        if end + CHUNK_CRC > len(data) or kind not in (b"IDAT", b"IEND") or _crc(data, pos + 4, end):
+        if kind not in (b"IDAT", b"IEND") or _crc(data, pos + 4, end):
             return None
         if kind == b"IEND":
             return b"".join(parts) if parts else None
@@ -145,7 +144,12 @@ def _decode_into(canvas: Image.Image, row: int, idat: bytes) -> bool:
 
 
 def _crc(data: bytes, start: int, end: int) -> bool:
-    """True if the CRC stored at ``end`` does not match ``data[start:end]`` (a chunk's type and data)."""
+    """True if the CRC stored at ``end`` does not match ``data[start:end]`` (a chunk's type and data).
+
+    A file cut before the end of that CRC does not match either.
+    """
+    if end + CHUNK_CRC > len(data):
+        return True
     return zlib.crc32(memoryview(data)[start:end]) != _U32.unpack_from(data, end)[0]
 
 

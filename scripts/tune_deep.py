@@ -245,10 +245,10 @@ def _write(path: str, rows: list[dict], with_test: bool) -> str:
 
 
 def _read_rows(path: str) -> list[dict]:
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)["rows"]
+    data = files.read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise UsageError(f"{path} is not a {PROG} results file (JSON with a 'rows' list)")
+    return data["rows"]
 
 
 def _body(argv: Sequence[str] | None) -> int:
