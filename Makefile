@@ -6,7 +6,7 @@ DATA   ?=
 OUT    ?= data
 ARGS   ?=
 
-.PHONY: test reproduce notebooks bench venv clean
+.PHONY: test lint reproduce notebooks bench venv clean
 
 $(BIN)/dnn-tf-train: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,10 @@ $(BIN)/dnn-tf-train: setup.cfg pyproject.toml
 
 venv: $(BIN)/dnn-tf-train
 
-test: venv
+lint: venv
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 # Without DATA: downloads notMNIST_large + notMNIST_small into $(OUT) (the course's data).

@@ -37,7 +37,6 @@ if str(REPO) not in sys.path:  # `python benchmarks/x.py` from anywhere finds dn
 from dnn_tf import files as dio  # noqa: E402
 from dnn_tf.cli import ArgumentParser  # noqa: E402
 
-
 # --------------------------------------------------------------------------- timing
 
 def median(values: Sequence[float]) -> float:

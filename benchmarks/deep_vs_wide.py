@@ -6,7 +6,7 @@ hidden layers). For each budget -- the parameter count of one hidden layer of
 match within 2%. Every net gets the same training: ``train_and_evaluate``
 with He initialization, SGD with momentum, the same exponential learning-rate
 decay, batch size and number of steps, on the same data: the archive given with
-``--glyphs`` (say notMNIST_small_dev) prepared with ``dnn_tf.prepare.prepare`` (split
+``--glyphs`` (say notMNIST_small_dev) prepared with ``dnn_tf.data.prepare.prepare`` (split
 80/10/10 %; cached in the temp folder) or, without it, generated glyphs. Several seeds
 per net; the statement uses validation accuracy only.
 """
@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 PROG = "deep_vs_wide"
@@ -84,12 +83,12 @@ def nets(anchors) -> list[dict]:
 def load_data(tiny: bool, glyphs: str | None = None) -> tuple[dict, str]:
     """The archive ``glyphs`` prepared (cached), else generated glyphs (always in tiny mode)."""
     if glyphs and not tiny:
-        from dnn_tf import dataset
-        from dnn_tf.prepare import MERGED_PICKLE, prepare
+        from dnn_tf.data import dataset
+        from dnn_tf.data.prepare import MERGED_PICKLE, prepare
 
         prepare(glyphs, out_dir=CACHE_DIR)
         data = dataset.load(CACHE_DIR / MERGED_PICKLE)
-        return data, f"{Path(glyphs).name} prepared by dnn_tf.prepare.prepare (--glyphs)"
+        return data, f"{Path(glyphs).name} prepared by dnn_tf.data.prepare.prepare (--glyphs)"
     sys.path.insert(0, str(common.REPO / "tests"))
     from fixtures import make_dataset
 
@@ -103,8 +102,8 @@ def load_data(tiny: bool, glyphs: str | None = None) -> tuple[dict, str]:
 
 
 def train_one(net: dict, seed: int, steps: int, data: dict) -> dict:
-    from dnn_tf.config import RunSettings, TrainConfig
-    from dnn_tf.train import train_and_evaluate
+    from dnn_tf.training.config import RunSettings, TrainConfig
+    from dnn_tf.training.loop import train_and_evaluate
 
     config = TrainConfig(hidden_sizes=net["hidden"], seed=seed, steps=steps,
                          decay_steps=max(1, steps // DECAY_FRACTION), **TRAINING)

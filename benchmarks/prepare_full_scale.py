@@ -9,7 +9,7 @@ without it, glyphs rendered by ``tests/fixtures.py``) randomly scaled and shifte
 distinct. They are built once into ``--cache`` (default ``${XDG_CACHE_HOME:-~/.cache}/dnn_tf/bench``),
 atomically: a killed build leaves only a temporary file, never a half archive under the final name.
 
-Measured, each in a fresh subprocess (run from a temporary folder): ``dnn_tf.prepare.prepare(large,
+Measured, each in a fresh subprocess (run from a temporary folder): ``dnn_tf.data.prepare.prepare(large,
 small, out_dir=...)`` (what ``dnn-tf-prepare --train-archive L --test-archive S`` does: 200,000 /
 10,000 / 10,000), its wall time (imports included), decode rate (members / decode seconds, from its
 report) and peak memory; ``--compare-with DIR`` also runs the ``dnn_tf`` of another checkout (say a
@@ -38,7 +38,6 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 from dnn_tf.notmnist import IMAGE_SIZE, LETTERS  # noqa: E402
@@ -91,7 +90,7 @@ def readable(name: str, tiny: bool) -> int:
 def load_glyphs(glyphs: str | None) -> tuple[list[np.ndarray], str]:
     """uint8 glyphs per letter: the images of the archive ``glyphs``, else rendered fixture glyphs."""
     if glyphs:
-        from dnn_tf.decode import read_images
+        from dnn_tf.data.decode import read_images
 
         got = read_images(glyphs, normalized=False)
         per_class = [got.images[got.labels == c] for c in range(len(LETTERS))]
@@ -216,7 +215,7 @@ def cached_archives(cache: Path, tiny: bool, glyphs: str | None) -> tuple[dict[s
 PREPARE_CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from dnn_tf.prepare import prepare
+from dnn_tf.data.prepare import prepare
 report = prepare(sys.argv[1], sys.argv[2], out_dir=sys.argv[3], **json.loads(sys.argv[4]))
 out = {"seconds": time.perf_counter() - t0, "decode": report["decode"], "phases": report["seconds"],
        "sizes": report["sizes"], "skipped": report["skipped"]["count"]}
@@ -308,7 +307,7 @@ def render(result: dict) -> str:
         common.markdown_table(["contender", "seconds (median)", "all rounds", "decode images/s",
                                "peak tree RSS MiB", "peak tree PSS MiB", "largest process MiB"], rows),
         "",
-        "`ours` = `dnn_tf.prepare.prepare(large, small, out_dir=...)` in a fresh process (imports included); "
+        "`ours` = `dnn_tf.data.prepare.prepare(large, small, out_dir=...)` in a fresh process (imports included); "
         "`course` = the course's extract-then-read (`prepare_throughput.course_read` on both archives: "
         "`tarfile.extractall`, then `PIL.Image.open` per file), measured once per set of archives"
         + (f" ({result['contenders']['course']['measured']})" if "course" in result["contenders"] else "")

@@ -1,9 +1,9 @@
-"""Archive -> arrays throughput: dnn_tf.decode.read_images vs the course's extract-then-read loop.
+"""Archive -> arrays throughput: dnn_tf.data.decode.read_images vs the course's extract-then-read loop.
 
 Contenders (each run in a fresh subprocess, which reports its own time and
 peak memory, VmHWM from /proc/self/status):
 
-* ``ours w=1`` / ``ours w=2``: ``dnn_tf.decode.read_images(archive, workers)``,
+* ``ours w=1`` / ``ours w=2``: ``dnn_tf.data.decode.read_images(archive, workers)``,
   PNGs streamed from the tar and decoded in ``workers`` processes;
 * ``course``: the course's approach, written here as the baseline:
   ``tarfile.extractall`` into a temporary folder, then per letter folder
@@ -16,7 +16,7 @@ Sources: the archive given with ``--glyphs`` (real glyphs, say notMNIST_small_de
 archive of 100,000 PNGs (its images replicated, or fixture glyphs without ``--glyphs``; layout
 ``root/A..J/*.png``, shuffled member order; cached in the temp folder). Rounds are interleaved
 (course, ours w=1, ours w=2, ...); times are medians. Also: the projected time for notMNIST_large
-(529,114 images; prepare_full_scale measures it) and the time of ``dnn_tf.duplicates.find_overlaps``
+(529,114 images; prepare_full_scale measures it) and the time of ``dnn_tf.data.duplicates.find_overlaps``
 on 200,000 + 10,000 + 10,000 images.
 """
 
@@ -36,7 +36,6 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 from dnn_tf.notmnist import IMAGE_SIZE, LETTERS, PIXEL_DEPTH  # noqa: E402
@@ -115,9 +114,9 @@ def child(kind: str, archive: str | None = None, workers: int | None = None) -> 
     out = {"kind": kind, "workers": workers}
     cpu0 = cpu_seconds()
     if kind == "import_archive":
-        import dnn_tf.decode  # noqa: F401 - archive, png and Pillow
+        import dnn_tf.data.decode  # noqa: F401 - archive, png and Pillow
     elif kind == "ours":
-        from dnn_tf.decode import read_images
+        from dnn_tf.data.decode import read_images
 
         t0 = time.perf_counter()
         result = read_images(archive, workers=workers)
@@ -135,7 +134,7 @@ def child(kind: str, archive: str | None = None, workers: int | None = None) -> 
             shutil.rmtree(scratch, ignore_errors=True)
         out["images"], out["array_bytes"] = int(sum(len(a) for a in letters)), int(sum(a.nbytes for a in letters))
     elif kind == "dedup":
-        from dnn_tf.duplicates import find_overlaps
+        from dnn_tf.data.duplicates import find_overlaps
 
         sizes = [int(s) for s in archive.split(",")]
         train, valid, test, planted = dedup_arrays(*sizes[:3], planted=sizes[3])
@@ -176,9 +175,10 @@ def dedup_arrays(n_train: int, n_valid: int, n_test: int, planted: int):
 def source_pngs(tiny: bool, glyphs: str | None = None) -> tuple[list[tuple[int, bytes]], str]:
     """(label, PNG bytes) to replicate: the members of the archive ``glyphs``, else rendered fixture glyphs."""
     if glyphs:
-        from dnn_tf.archive import open_source
+        from dnn_tf.data.archive import open_source
 
-        out = [(label, data) for name, label, data in open_source(glyphs) if label is not None and name.endswith(".png")]
+        out = [(label, data) for name, label, data in open_source(glyphs)
+               if label is not None and name.endswith(".png")]
         return out, f"replicated {len(out):,} images of {Path(glyphs).name}"
     sys.path.insert(0, str(common.REPO / "tests"))
     from fixtures import make_glyph_images  # noqa: E402
@@ -300,7 +300,7 @@ def render(result: dict) -> str:
         "",
         "`course` = `tarfile.extractall` to a temp folder + `PIL.Image.open`/`np.asarray` per file, normalized per "
         "image (the course's `load_letter`), time includes the extraction. `ours w=N` = "
-        "`dnn_tf.decode.read_images(archive, workers=N)` (streamed from the tar, nothing extracted).",
+        "`dnn_tf.data.decode.read_images(archive, workers=N)` (streamed from the tar, nothing extracted).",
         "",
         common.markdown_table(["source", "contender", "images", "seconds", "CPU s", "images/s", "x course",
                                "peak RSS MiB", "above import MiB", "worker peak MiB"], rows),
@@ -310,7 +310,7 @@ def render(result: dict) -> str:
         + ", ".join(f"{s['cpu_ratio_w1_vs_course']:.2f}x ({s['source']})" for s in result["sources"]) + ".",
         "",
         f"Import baseline (fresh python + numpy): {result['numpy_rss'] / mib:.0f} MiB; "
-        f"+ Pillow + dnn_tf.decode: {result['import_rss'] / mib:.0f} MiB (used as the baseline above).",
+        f"+ Pillow + dnn_tf.data.decode: {result['import_rss'] / mib:.0f} MiB (used as the baseline above).",
         "",
         "## Targets",
         "",
@@ -333,7 +333,7 @@ def render(result: dict) -> str:
         "process holding the arrays, minus the import baseline, minus the arrays, over the arrays). The worker "
         "processes of w=2 are separate (their peak is in the last column).",
         "",
-        f"Duplicate detection (`dnn_tf.duplicates.find_overlaps`): {d['seconds']:.2f} s "
+        f"Duplicate detection (`dnn_tf.data.duplicates.find_overlaps`): {d['seconds']:.2f} s "
         f"(median of {len(d['all_seconds'])}), planted {d['planted']} exact copies of train images in valid and "
         f"in test, found {d['found']['train-valid']} / {d['found']['train-test']}; "
         f"peak RSS {d['peak_rss'] / mib:.0f} MiB.",

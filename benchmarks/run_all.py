@@ -147,8 +147,9 @@ def _full_scale_rows(out: Path, loads: list[float]) -> list[list[str]]:
     for label in ("course", "baseline"):
         if label in f["contenders"]:
             c = f["contenders"][label]
-            rows.append(["prepare_full_scale", f"{label} ({c['seconds']:.0f} s, {c['tree_rss'] / common.MIB:,.0f} MiB) / "
-                         "ours, wall", f"{c['seconds'] / ours['seconds']:.2f}", "-", "-"])
+            mib = c['tree_rss'] / common.MIB
+            rows.append(["prepare_full_scale", f"{label} ({c['seconds']:.0f} s, {mib:,.0f} MiB) / ours, wall",
+                         f"{c['seconds'] / ours['seconds']:.2f}", "-", "-"])
     if f.get("identity"):
         rows.append(["prepare_full_scale", f"arrays identical to {f['compare_with']}",
                      _met(f["identity"]["identical"]), "yes", _met(f["identity"]["identical"])])

@@ -19,13 +19,12 @@ from typing import Callable, Sequence
 from unittest import mock
 
 import common  # noqa: F401  (sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads)
-
 import numpy as np
 import tensorflow as tf
 
-from dnn_tf import distribute, inputs
-from dnn_tf import train as dtrain
 from dnn_tf.model import HE_GAIN, MLP
+from dnn_tf.training import distribute, inputs
+from dnn_tf.training import loop as dtrain
 
 IMAGE_PIXELS = 784
 NUM_CLASSES = 10
@@ -58,7 +57,7 @@ def make_ours(preset, images: np.ndarray, labels: np.ndarray, steps: int, *, com
     """dnn_tf's compiled train step (what train_and_evaluate calls), data resident on the device.
 
     The keywords are measurement variants, not dnn_tf options (``mock.patch`` of
-    ``dnn_tf.train`` while the step is built and traced):
+    ``dnn_tf.training.loop`` while the step is built and traced):
 
     Args:
       compute_dtype: build the MLP with this compute dtype (e.g. ``tf.bfloat16``;

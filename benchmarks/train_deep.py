@@ -23,14 +23,14 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import common
 import numpy as np
 import tensorflow as tf
-
-import common
 import train_contenders as tc
-from dnn_tf import inputs, optimizers, presets
-from dnn_tf import train as dtrain
+
 from dnn_tf.model import matmul_for_training
+from dnn_tf.training import inputs, optimizers, presets
+from dnn_tf.training import loop as dtrain
 
 PRESET = "deep"
 EVAL_EXAMPLES = 10000  # the validation split's size (the course's)
@@ -168,7 +168,8 @@ def measure_deep(hidden: tuple[int, ...] | None, steps: int, images: np.ndarray,
         BARE_FAST_DX: tc.make_bare_step(config.hidden_sizes, config.batch_size, images, labels, steps, spc,
                                         matmul=matmul_for_training),
         "keras_fit": tc.make_keras_fit(config.hidden_sizes, config.batch_size, images, labels, steps,
-                                       optimizer=keras_adam(config, optimizers.learning_rate_schedule(config)), dropout=config.dropout_rate),
+                                       optimizer=keras_adam(config, optimizers.learning_rate_schedule(config)),
+                                       dropout=config.dropout_rate),
     }
     for name, _, overrides, keywords in VARIANTS:
         contenders[name] = tc.make_ours(preset.replace(**overrides) if overrides else preset, images, labels,

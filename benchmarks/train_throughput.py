@@ -3,7 +3,7 @@
 In one process, for the same nets (784-1024-10 and 784-1024-512-256-10),
 batch sizes and step counts, steady-state steps/s of:
 
-1. ours -- the compiled step ``train_and_evaluate`` runs (``dnn_tf.train.make_train_fn``
+1. ours -- the compiled step ``train_and_evaluate`` runs (``dnn_tf.training.loop.make_train_fn``
    on data resident on the device), with the default config and with XLA and
    several steps per call;
 2. keras_fit -- ``model.fit`` of the equivalent ``tf.keras.Sequential`` fed by
@@ -38,16 +38,25 @@ from typing import Callable, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads)
-
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
 import train_deep  # noqa: E402
-from dnn_tf import presets  # noqa: E402
-from dnn_tf import train as dtrain  # noqa: E402
+from train_contenders import (  # noqa: E402
+    IMAGE_PIXELS,
+    LEARNING_RATE,
+    NUM_CLASSES,
+    SEED,
+    make_keras_fit,
+    make_matmul,
+    make_ours,
+    make_tf1_feed_dict,
+    matmul_shapes,
+    synthetic_data,
+)
+
 from dnn_tf.model import flops_per_example  # noqa: E402
-from train_contenders import (IMAGE_PIXELS, LEARNING_RATE, NUM_CLASSES, SEED, make_keras_fit,  # noqa: E402
-                              make_matmul, make_ours, make_tf1_feed_dict, matmul_shapes, synthetic_data)
+from dnn_tf.training import loop as dtrain  # noqa: E402
+from dnn_tf.training import presets  # noqa: E402
 
 PROG = "train_throughput"
 STEM = "train_throughput"
@@ -160,7 +169,7 @@ def measure_config(net: str, hidden: tuple[int, ...], batch: int, steps: int, si
 def measure_eval_cost(sizes: Sizes, images: np.ndarray, labels: np.ndarray, repeats: int) -> dict:
     """Cost of validating every ``eval_every`` steps in a real ``train_and_evaluate`` run, measured three ways.
 
-    1. in the run: ``dnn_tf.train.evaluate`` is wrapped with a clock, and the
+    1. in the run: ``dnn_tf.training.loop.evaluate`` is wrapped with a clock, and the
        seconds of the evaluations inside the training loop (the first includes
        tracing the eval function) are divided by the run's ``seconds``;
     2. the difference to a run that only evaluates at the first and last step;
@@ -275,7 +284,7 @@ def render(result: dict) -> str:
         f"SGD, learning rate {LEARNING_RATE}; steps per round: "
         + ", ".join(f"{s} at batch {b}" for b, s in result["steps"].items()) + ".",
         "",
-        "* `ours`: `dnn_tf.train.make_train_fn` with the preset's defaults "
+        "* `ours`: `dnn_tf.training.loop.make_train_fn` with the preset's defaults "
         f"(steps_per_call={result['ours_default']['steps_per_call']}, xla={result['ours_default']['xla']}); "
         "`ours spc=N [xla]`: the same with N steps per `tf.function` call and/or XLA.",
         f"* `{BF16_VARIANT}`: a prototype, not a dnn_tf option: the same step with the MLP's matmuls in bfloat16 "

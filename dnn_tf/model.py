@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from dnn_tf import augment
-from dnn_tf.config import INITS
 from dnn_tf.notmnist import IMAGE_PIXELS, NUM_CLASSES
+from dnn_tf.training import augment
+from dnn_tf.training.config import INITS
 
 COMPUTE_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 

@@ -6,6 +6,8 @@ these facts from here, so they are written once. No TensorFlow.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 LETTERS = "ABCDEFGHIJ"
@@ -21,6 +23,12 @@ COURSE_TRAIN_SIZE = 200_000
 COURSE_VALID_SIZE = 10_000
 COURSE_TEST_SIZE = 10_000
 COURSE_SEED = 133
+
+
+# Images of a prepared dataset lie in [-0.5, 0.5]; anything beyond [-1, 1] was not normalized.
+PIXEL_BOUND = 1.0
+RAW_PIXELS_HINT = "looks like raw 0..255 pixels: run dnn-tf-prepare, which normalizes them to (p - 127.5) / 255"
+CHECK_BLOCK = 8192  # images checked for NaN/inf at a time
 
 
 class DataError(ValueError):
@@ -49,3 +57,32 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
     out -= np.float32(PIXEL_DEPTH / 2)
     out /= np.float32(PIXEL_DEPTH)
     return out
+
+
+def check_images(name: str, images: Any) -> None:
+    """Checks one image array: float32 (n, 28, 28), finite, normalized.
+
+    Raises:
+      DataError: naming ``name`` (and the first bad image for NaN/inf), with a hint for raw pixels.
+    """
+    if not isinstance(images, np.ndarray):
+        raise DataError(f"{name} must be a numpy array, got {type(images).__name__}")
+    shape_ok = images.ndim == 3 and images.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE)
+    if images.dtype != np.float32 or not shape_ok:
+        hint = f": {RAW_PIXELS_HINT}" if np.issubdtype(images.dtype, np.integer) and shape_ok else ""
+        raise DataError(f"{name} must be float32 (n, {IMAGE_SIZE}, {IMAGE_SIZE}), got {images.dtype} "
+                        f"{images.shape}{hint}")
+    if not images.size:
+        return
+    # In blocks of images: a boolean copy of 200,000 images would cost 160 MB at once.
+    finite = np.concatenate([np.isfinite(images[i:i + CHECK_BLOCK]).all(axis=(1, 2))
+                             for i in range(0, len(images), CHECK_BLOCK)])
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        raise DataError(f"{name}[{bad}] has NaN or infinite pixels ({int((~finite).sum())} such images); "
+                        "rebuild the pickle with dnn-tf-prepare")
+    low, high = float(images.min()), float(images.max())
+    if low < -PIXEL_BOUND or high > PIXEL_BOUND:
+        hint = RAW_PIXELS_HINT if low >= 0 and high > PIXEL_BOUND else "run dnn-tf-prepare"
+        raise DataError(f"{name} must hold normalized pixels in [-{PIXEL_BOUND:g}, {PIXEL_BOUND:g}], got "
+                        f"{low:g}..{high:g}: {hint}")

@@ -13,8 +13,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from dnn_tf import baseline, dataset, files
+from dnn_tf import files
 from dnn_tf.cli import ArgumentParser, add_output_flags, run, setup_output
+from dnn_tf.data import dataset
+from dnn_tf.reference import scipy_logreg
 
 PROG = "baseline_logreg"
 
@@ -32,11 +34,11 @@ def _sizes(text: str) -> tuple[int, ...]:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/notMNIST.pickle", help="the merged notMNIST pickle")
-    parser.add_argument("--sizes", type=_sizes, default=baseline.DEFAULT_SIZES,
+    parser.add_argument("--sizes", type=_sizes, default=scipy_logreg.DEFAULT_SIZES,
                         help="comma-separated training-set sizes (default: 50,100,1000,5000)")
-    parser.add_argument("--l2", type=float, default=baseline.DEFAULT_L2,
+    parser.add_argument("--l2", type=float, default=scipy_logreg.DEFAULT_L2,
                         help="L2 strength on the weights, 1/C in sklearn's terms (default: 1.0)")
-    parser.add_argument("--max-iter", type=int, default=baseline.DEFAULT_MAX_ITER,
+    parser.add_argument("--max-iter", type=int, default=scipy_logreg.DEFAULT_MAX_ITER,
                         help="L-BFGS iterations (default: sklearn's 100)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     add_output_flags(parser)
@@ -56,7 +58,7 @@ def _body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_output(args)
     data = dataset.load(args.data)  # restricted unpickler + schema check
-    rows = baseline.run_baseline(data, sizes=args.sizes, l2=args.l2, max_iter=args.max_iter)
+    rows = scipy_logreg.run_baseline(data, sizes=args.sizes, l2=args.l2, max_iter=args.max_iter)
     print(format_table(rows))
     if args.out:
         files.write_json(args.out, rows)

@@ -32,8 +32,8 @@ def body(argv: Sequence[str] | None) -> int:
 
     import tensorflow as tf
 
-    from dnn_tf.backprop import numpy_backprop
     from dnn_tf.model import MLP, l2_penalty, softmax_cross_entropy
+    from dnn_tf.reference.backprop import numpy_backprop
 
     rng = np.random.default_rng(args.seed)
     x = rng.uniform(-0.5, 0.5, (args.batch, 28, 28)).astype(np.float32)

@@ -52,14 +52,15 @@ ACCURACIES = ("valid_accuracy", "test_accuracy", "valid_sanitized_accuracy", "te
 CHILD = """
 import json, sys
 import tensorflow as tf
-from dnn_tf import dataset, presets, train
+from dnn_tf.data import dataset
+from dnn_tf.training import presets, loop
 deterministic, threads, data_path, name, steps = json.loads(sys.argv[1])
 if deterministic:
     tf.config.experimental.enable_op_determinism()
 if threads:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
 preset = presets.get(name, steps=steps, log_every=max(steps // 10, 1), checkpoint_every=0)
-result = train.train_and_evaluate(preset.config, dataset.load(data_path), preset.settings, name=name)
+result = loop.train_and_evaluate(preset.config, dataset.load(data_path), preset.settings, name=name)
 print(json.dumps(result.to_dict()))
 """
 

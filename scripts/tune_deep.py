@@ -45,9 +45,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dnn_tf import dataset, files, presets  # noqa: E402
-from dnn_tf.cli import (ArgumentParser, UsageError, add_output_flags, import_tensorflow, positive_int,  # noqa: E402
-                        run, setup_output)
+from dnn_tf import files
+from dnn_tf.cli import ArgumentParser, UsageError, add_output_flags, import_tensorflow, positive_int, run, setup_output  # noqa: E402
+from dnn_tf.data import dataset
+from dnn_tf.training import presets  # noqa: E402
 
 PROG = "tune_deep"
 DEFAULT_PRESET = "deep"
@@ -273,7 +274,7 @@ def _body(argv: Sequence[str] | None) -> int:
         args.quiet = True  # one result line per run, not the training log
     setup_output(args)
     import_tensorflow(args)
-    from dnn_tf.train import train_and_evaluate
+    from dnn_tf.training.loop import train_and_evaluate
 
     rows: list[dict] = []
     if args.resume and os.path.exists(args.out):

@@ -27,7 +27,7 @@ from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
 from PIL import Image
 
-from dnn_tf.archive import MAX_MEMBER_BYTES
+from dnn_tf.data.archive import MAX_MEMBER_BYTES
 from dnn_tf.notmnist import IMAGE_SIZE, LETTERS, normalize
 
 # The keys of metrics.json (TrainResult.to_dict()).
@@ -140,7 +140,7 @@ def _plan(per_class, duplicates, root, seed, images, labels):
     prefix = f"{root}/" if root else ""
     members: list[tuple[str, np.ndarray]] = []
     by_class: list[list[int]] = [[] for _ in LETTERS]
-    for k, (img, lab) in enumerate(zip(images, labels)):
+    for img, lab in zip(images, labels):
         letter = LETTERS[int(lab)]
         name = f"{prefix}{letter}/{letter.lower()}{len(by_class[lab]):05d}-s{seed}.png"
         by_class[lab].append(len(members))

@@ -24,10 +24,10 @@ from fixtures import (
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dnn_tf.archive import MAX_MEMBER_BYTES, check_source, class_of
-from dnn_tf.decode import read_images
+from dnn_tf.data.archive import MAX_MEMBER_BYTES, check_source, class_of
+from dnn_tf.data.decode import read_images
+from dnn_tf.data.png import decode_png
 from dnn_tf.notmnist import LETTERS, DataError, normalize
-from dnn_tf.png import decode_png
 
 
 def _write_tar(path, members: dict[str, bytes], mode: str = "w:gz") -> str:
@@ -253,7 +253,7 @@ def test_shared_sample_decodes_completely(shared_sample):
 @pytest.mark.parametrize("suffix, mode", [(".tar.bz2", "w:bz2"), (".tar.xz", "w:xz"), (".tar", "w")])
 def test_other_compressions(tmp_path, suffix, mode):
     images, labels = make_glyph_images(1, seed=2)
-    members = {f"r/{LETTERS[l]}/{i}.png": png_bytes(img) for i, (img, l) in enumerate(zip(images, labels))}
+    members = {f"r/{LETTERS[lab]}/{i}.png": png_bytes(img) for i, (img, lab) in enumerate(zip(images, labels))}
     got = read_images(_write_tar(tmp_path / f"x{suffix}", members, mode=mode), workers=1)
     assert got.labels.tolist() == list(range(10))
     np.testing.assert_array_equal(got.images, normalize(images))
@@ -264,7 +264,7 @@ _TEST_PROCESS = os.getpid()
 
 def _die_in_worker(blobs):
     """Stand-in for decode._decode_chunk: a worker killed mid-chunk (OOM killer, decoder crash)."""
-    from dnn_tf.png import decode_png
+    from dnn_tf.data.png import decode_png
 
     if os.getpid() != _TEST_PROCESS:
         os._exit(3)
@@ -277,7 +277,7 @@ def _die_in_worker(blobs):
 def test_dead_worker_processes_fall_back_to_decoding_here(fixture_archive, monkeypatch):
     import multiprocessing
 
-    from dnn_tf import decode
+    from dnn_tf.data import decode
 
     monkeypatch.setattr(decode, "_decode_chunk", _die_in_worker)  # picklable by name, inherited by fork
     monkeypatch.setattr(decode, "_mp_context", lambda: multiprocessing.get_context("fork"))
@@ -293,7 +293,8 @@ def test_a_progress_bar_made_earlier_does_not_turn_fork_into_spawn(monkeypatch):
     import sys
     import threading
 
-    from dnn_tf import decode, progress
+    from dnn_tf import progress
+    from dnn_tf.data import decode
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork on this platform")
@@ -319,7 +320,7 @@ def test_a_progress_bar_made_earlier_does_not_turn_fork_into_spawn(monkeypatch):
 
 def _reference_members(raw: bytes) -> tuple[list, str | None]:
     """What tarfile's stream mode reads: (name, kind, size, data of files) per member, then the error if any."""
-    from dnn_tf.tar_stream import SafeTarInfo
+    from dnn_tf.data.tar_stream import SafeTarInfo
 
     out: list = []
     try:
@@ -335,10 +336,10 @@ def _reference_members(raw: bytes) -> tuple[list, str | None]:
 
 
 def _stream_members(raw: bytes) -> tuple[list, str | None]:
-    """The same read by dnn_tf.tar_stream.TarStream."""
+    """The same read by dnn_tf.data.tar_stream.TarStream."""
     import itertools
 
-    from dnn_tf.tar_stream import TarStream
+    from dnn_tf.data.tar_stream import TarStream
 
     out: list = []
     try:
@@ -445,7 +446,7 @@ def test_bulk_tar_reader_on_long_names_and_many_members():
 
 
 def test_fast_header_is_frombuf_on_the_headers_it_takes():
-    from dnn_tf.tar_stream import fast_header
+    from dnn_tf.data.tar_stream import fast_header
 
     members = [(f"r/{'dd/' * k}A/{'x' * m}.png", kind, m * 7, 1) for k in (0, 20, 45) for m in range(0, 95, 19)
                for kind in ("file", "old-file", "dir")]  # some need the ustar prefix field
@@ -510,7 +511,7 @@ def test_png_cut_at_every_length_is_a_reason_not_a_crash(monkeypatch_png):
 @pytest.fixture(scope="module")
 def monkeypatch_png():
     """decode_png with the plain fast path turned off (Pillow's Image.open path only)."""
-    from dnn_tf import png
+    from dnn_tf.data import png
 
     def full(data):
         real, png._plain_idat = png._plain_idat, lambda data: None
@@ -522,7 +523,7 @@ def monkeypatch_png():
 
 
 def test_decode_pngs_is_decode_png_on_each(fixture_archive):
-    from dnn_tf.png import decode_pngs
+    from dnn_tf.data.png import decode_pngs
 
     glyphs = make_glyph_images(3, seed=4)[0]
     blobs = [png_bytes(g) for g in glyphs[:12]] + [b"", b"GIF89a", png_bytes(glyphs[0])[:70],
@@ -538,7 +539,7 @@ def test_decode_pngs_is_decode_png_on_each(fixture_archive):
 
 
 def test_storage_blocks_gather_any_rows():
-    from dnn_tf.decode import FIRST_BLOCK_ROWS, _Blocks
+    from dnn_tf.data.decode import FIRST_BLOCK_ROWS, _Blocks
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5 * FIRST_BLOCK_ROWS + 17, 28, 28), dtype=np.uint8)
@@ -554,7 +555,7 @@ def test_storage_blocks_gather_any_rows():
 
 
 def test_raw_pixels_classes_and_a_shared_pool(fixture_archive):
-    from dnn_tf.decode import Workers
+    from dnn_tf.data.decode import Workers
 
     reference = read_images(fixture_archive["path"], workers=1)
     with Workers(2) as pool:
@@ -567,7 +568,7 @@ def test_raw_pixels_classes_and_a_shared_pool(fixture_archive):
     np.testing.assert_array_equal(again.images, reference.images)
     for c in range(10):
         rows = raw.class_rows(c)
-        assert [raw.names[i] for i in rows] == sorted(n for n, l in zip(raw.names, raw.labels) if l == c)
+        assert [raw.names[i] for i in rows] == sorted(n for n, lab in zip(raw.names, raw.labels) if lab == c)
         np.testing.assert_array_equal(raw.take(rows), fixture_archive["images"][fixture_archive["labels"] == c])
 
 

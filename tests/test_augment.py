@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dnn_tf import augment
-from dnn_tf.config import TrainConfig
+from dnn_tf.training import augment
+from dnn_tf.training.config import TrainConfig
 
 SEED = tf.constant([3, 4], tf.int64)
 BG = augment.BACKGROUND

@@ -1,4 +1,4 @@
-"""Tests of dnn_tf.baseline (scipy logistic regression) and scripts/baseline_logreg.py."""
+"""Tests of dnn_tf.reference.scipy_logreg (scipy logistic regression) and scripts/baseline_logreg.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 from scipy.optimize import approx_fprime, check_grad
 
-from dnn_tf.baseline import (LogRegParams, accuracy_percent, fit_logreg, loss_and_grad, predict,
-                             run_baseline)
+from dnn_tf.reference.scipy_logreg import (
+    LogRegParams,
+    accuracy_percent,
+    fit_logreg,
+    loss_and_grad,
+    predict,
+    run_baseline,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +41,8 @@ def test_gradient_matches_finite_differences():
     y = rng.integers(0, 3, 15)
     theta = rng.normal(size=6 * 3 + 3)
     for l2 in (0.0, 0.7):
-        f = lambda t: loss_and_grad(t, x, y, 3, l2)[0]  # noqa: E731
-        g = lambda t: loss_and_grad(t, x, y, 3, l2)[1]  # noqa: E731
+        f = lambda t, l2=l2: loss_and_grad(t, x, y, 3, l2)[0]  # noqa: E731
+        g = lambda t, l2=l2: loss_and_grad(t, x, y, 3, l2)[1]  # noqa: E731
         assert check_grad(f, g, theta) <= 1e-6 * np.linalg.norm(g(theta))
         np.testing.assert_allclose(g(theta), approx_fprime(theta, f, 1e-7), rtol=1e-4, atol=1e-6)
 
@@ -182,7 +188,7 @@ def test_run_baseline_rejects_bad_input():
 
 
 def test_baseline_does_not_import_tensorflow():
-    code = "import sys, dnn_tf.baseline; assert 'tensorflow' not in sys.modules"
+    code = "import sys, dnn_tf.reference.scipy_logreg; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -205,14 +211,14 @@ def test_script_bad_arguments_exit_2_on_one_line(argv, capsys):
 
 
 def test_script_missing_file_one_line_error(tmp_path, capsys):
-    pytest.importorskip("dnn_tf.dataset")
+    pytest.importorskip("dnn_tf.data.dataset")
     assert _script().main(["--data", str(tmp_path / "missing.pickle")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("baseline_logreg: error:") and err.count("\n") == 1
 
 
 def test_script_prints_table_and_writes_json(tmp_path, capsys):
-    pytest.importorskip("dnn_tf.dataset")
+    pytest.importorskip("dnn_tf.data.dataset")
     from dnn_tf.files import save_pickle
 
     data = _course_dict(n_train=120, n_eval=50)

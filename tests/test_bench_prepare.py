@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from bench_support import RATIO_LINE, read
 
 
@@ -34,7 +33,7 @@ def test_prepare_baseline_reads_like_the_course(tmp_path):
     import numpy as np
     import prepare_throughput as pt
 
-    from dnn_tf.decode import read_images
+    from dnn_tf.data.decode import read_images
 
     sys.path.insert(0, str(Path(__file__).parent))
     from fixtures import make_fixture_archive
@@ -60,7 +59,7 @@ def test_full_scale_archive_shapes_are_the_real_ones():
 def test_prepare_full_scale_tiny_builds_caches_and_measures(tmp_path, capsys):
     import prepare_full_scale as fs
 
-    from dnn_tf.decode import read_images
+    from dnn_tf.data.decode import read_images
 
     cache, out = tmp_path / "cache", tmp_path / "out"
     argv = ["--tiny", "--out", str(out), "--cache", str(cache), "--compare-with", str(fs.common.REPO)]

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from bench_support import RATIO_LINE, read
-from dnn_tf import presets
+
+from dnn_tf.training import presets
 
 RATIO_NAMES = ["ours/limit", "ours/keras_fit", "ours/tf1_feed_dict", "deep_preset/bare_step", "deep_preset/keras_fit"]
 DEEP_CONTENDERS = {"deep_preset", "bare_step", "bare_step fast-dx", "keras_fit"}
@@ -79,6 +79,7 @@ def test_train_throughput_deep_preset_section(tiny, capsys):
 
 def test_train_throughput_flop_limit_is_honest():
     import train_throughput as tt
+
     from dnn_tf.model import flops_per_example
 
     # 784-1024-10 at batch 128: forward 2*(784*1024 + 1024*10), backward the same for weights plus the

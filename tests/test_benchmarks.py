@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from bench_support import BENCH, read
 
 

@@ -136,7 +136,7 @@ def _call(main, argv) -> int:
 
 @pytest.mark.parametrize("prog, argv, words", CASES, ids=[f"{p[7:]}:{a}" for p, a, _ in CASES])
 def test_bad_flag_or_input_is_one_line_and_exit_2(prog, argv, words, places, capsys, monkeypatch):
-    from dnn_tf import class_pickles
+    from dnn_tf.data import class_pickles
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("argument errors must be reported before any decoding")

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import RESULT_KEYS
 
-from dnn_tf import files, inference
+from dnn_tf import files
 from dnn_tf.cli import evaluate as evaluate_cli
 from dnn_tf.cli import train as train_cli
-from dnn_tf.presets import PRESETS
-from fixtures import RESULT_KEYS
+from dnn_tf.training import inference
+from dnn_tf.training.presets import PRESETS
 
 SCRIPTS = Path(__file__).absolute().parents[1] / "scripts"
 FAST = ["--steps", "21", "--log-every", "10", "--quiet", "--learning-rate", "0.05"]
@@ -225,7 +226,7 @@ def _table_rows(out: str) -> dict[str, list[str]]:
 def test_evaluate_archive_prints_accuracy_and_per_letter_table(capsys, trained_run, dataset, tmp_path):
     from fixtures import make_fixture_archive
 
-    from dnn_tf.decode import read_images
+    from dnn_tf.data.decode import read_images
 
     # the run's own training glyphs, written back as PNGs (plus planted bad members)
     train_images, train_labels = dataset[1]["train_dataset"], dataset[1]["train_labels"]
@@ -275,10 +276,11 @@ def test_evaluate_imports_no_training_code(trained_run, dataset):
     code = ("import sys; from dnn_tf.cli import evaluate; "
             f"status = evaluate.main(['--model', {trained_run!r}, '--images', {dataset[0]!r}, '--quiet']); "
             "loaded = sorted(m for m in sys.modules if m.startswith('dnn_tf.')); print(loaded); "
-            "sys.exit(status or any(m in loaded for m in ('dnn_tf.train', 'dnn_tf.optimizers', 'dnn_tf.checkpoints')))")
+            "training = ('dnn_tf.training.loop', 'dnn_tf.training.optimizers', 'dnn_tf.training.checkpoints'); "
+            "sys.exit(status or any(m in loaded for m in training))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
-    assert "'dnn_tf.inference'" in proc.stdout and "Accuracy: " in proc.stdout
+    assert "'dnn_tf.training.inference'" in proc.stdout and "Accuracy: " in proc.stdout
 
 
 @pytest.mark.parametrize("which", ["model", "images", "split"])
@@ -295,7 +297,7 @@ def test_evaluate_bad_input_exits_2(capsys, trained_run, dataset, tmp_path, whic
 
 @pytest.mark.shared
 def test_train_and_evaluate_on_the_real_sample(shared_sample, tmp_path, capsys):
-    from dnn_tf.prepare import prepare
+    from dnn_tf.data.prepare import prepare
 
     prepare(shared_sample, out_dir=tmp_path / "data")
     pickle = str(tmp_path / "data" / "notMNIST.pickle")

@@ -20,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from dnn_tf import distribute, inputs, train
-from dnn_tf.config import RunSettings, TrainConfig
-from dnn_tf.notmnist import IMAGE_PIXELS, NUM_CLASSES
 from fixtures import make_dataset, make_stripes_dataset
+
+from dnn_tf.notmnist import IMAGE_PIXELS, NUM_CLASSES
+from dnn_tf.training import distribute, inputs, loop
+from dnn_tf.training.config import RunSettings, TrainConfig
 
 STEPS = 300
 COURSE_LR = 0.5  # assignment 2's learning rate, for gradient descent and SGD alike
@@ -81,13 +81,13 @@ def course_losses(images: np.ndarray, labels: np.ndarray, init: list[tuple[np.nd
         session.run(assigns)
         for step in range(steps):
             if batch_size is None:
-                _, l = session.run([optimizer, loss])
+                _, l = session.run([optimizer, loss])  # noqa: E741 - the course's name
             else:
                 offset = (step * batch_size) % (train_labels.shape[0] - batch_size)
                 batch_data = train_dataset[offset:(offset + batch_size), :]
                 batch_labels = train_labels[offset:(offset + batch_size), :]
                 feed_dict = {tf_train_dataset: batch_data, tf_train_labels: batch_labels}
-                _, l = session.run([optimizer, loss], feed_dict=feed_dict)
+                _, l = session.run([optimizer, loss], feed_dict=feed_dict)  # noqa: E741
             losses.append(l)
     return np.asarray(losses, np.float32)
 
@@ -96,12 +96,12 @@ def our_losses(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
                init: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Our compiled train step, one step per call, from ``init``; returns the loss of every step."""
     strategy = distribute.create_strategy(RunSettings())
-    state = train.create_train_state(config, len(labels))
+    state = loop.create_train_state(config, len(labels))
     for w, b, (w0, b0) in zip(state.model.weights, state.model.biases, init):
         w.assign(w0)
         b.assign(b0)
     batch_fn = inputs.make_batch_fn(config, tf.constant(images), tf.constant(labels), state.permutation, state.epoch)
-    train_fn = train.make_train_fn(config, RunSettings(steps_per_call=1), state, strategy, batch_fn)
+    train_fn = loop.make_train_fn(config, RunSettings(steps_per_call=1), state, strategy, batch_fn)
     one = tf.constant(1, tf.int64)
     return np.asarray([float(train_fn(one)[0]) for _ in range(config.steps)], np.float32)
 

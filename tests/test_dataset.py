@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dnn_tf import dataset, files
+from dnn_tf import files, notmnist
+from dnn_tf.data import dataset
 from dnn_tf.notmnist import DataError
 
 
@@ -33,10 +34,10 @@ def test_nan_and_inf_pixels_name_the_split_and_the_first_image(good):
 
 
 def test_nan_in_a_later_block_is_found(good):
-    big = np.full((dataset.CHECK_BLOCK + 5, 28, 28), -0.5, np.float32)
-    big[dataset.CHECK_BLOCK + 3, 27, 27] = -np.inf
-    with pytest.raises(DataError, match=rf"x\[{dataset.CHECK_BLOCK + 3}\] has NaN or infinite pixels \(1 such"):
-        dataset.check_images("x", big)
+    big = np.full((notmnist.CHECK_BLOCK + 5, 28, 28), -0.5, np.float32)
+    big[notmnist.CHECK_BLOCK + 3, 27, 27] = -np.inf
+    with pytest.raises(DataError, match=rf"x\[{notmnist.CHECK_BLOCK + 3}\] has NaN or infinite pixels \(1 such"):
+        notmnist.check_images("x", big)
 
 
 @pytest.mark.parametrize("images, words, raw", [

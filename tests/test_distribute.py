@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from dnn_tf import distribute, files, train
-from dnn_tf.cli import train as train_cli
-from dnn_tf.config import RunSettings, TrainConfig
-from dnn_tf.presets import Preset
 from fixtures import make_stripes_dataset as make_data
+
+from dnn_tf import files
+from dnn_tf.cli import train as train_cli
+from dnn_tf.training import distribute, loop
+from dnn_tf.training.config import RunSettings, TrainConfig
+from dnn_tf.training.presets import Preset
 
 SUBPROCESS_TIMEOUT = 120  # seconds; a healthy run takes 5-20 s on 2 busy cores
 LOSS_RTOL = 1e-4  # mirrored vs default: the same math, summed in another order
@@ -37,9 +38,9 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * {devices})
 import logging
-from dnn_tf import inference, train
-from dnn_tf.config import RunSettings, TrainConfig
-from dnn_tf.presets import Preset
+from dnn_tf.training import inference, loop
+from dnn_tf.training.config import RunSettings, TrainConfig
+from dnn_tf.training.presets import Preset
 data = dict(np.load({data!r}))
 
 def make(**fields):
@@ -59,7 +60,7 @@ def run(preset, log=None, **kwargs):
     handler = Lines(log or (lambda line: None))
     logger.addHandler(handler)
     try:
-        return train.train_and_evaluate(preset.config, data, preset.settings, name=preset.name, **kwargs)
+        return loop.train_and_evaluate(preset.config, data, preset.settings, name=preset.name, **kwargs)
     finally:
         logger.removeHandler(handler)
 
@@ -157,7 +158,7 @@ def test_mirrored_checkpoint_resume_divergence_export_and_mixed_precision(data_f
             run(config.replace(hidden_sizes=(64, 64), learning_rate=1e6, steps=200, checkpoint_every=1, log_every=100),
                 out_dir=os.path.join(out, "nan"))
             diverged = None
-        except train.TrainingDiverged as e:
+        except loop.TrainingDiverged as e:
             diverged = str(e)
         ckpt = tf.train.latest_checkpoint(os.path.join(out, "nan", "checkpoints"))
         reader = tf.train.load_checkpoint(ckpt)
@@ -215,7 +216,7 @@ def test_multiworker_without_valid_tf_config_is_a_one_line_value_error(monkeypat
         monkeypatch.setenv("TF_CONFIG", tf_config)
     config = Preset("t", TrainConfig(steps=2, batch_size=4), RunSettings(strategy="multiworker"))
     with pytest.raises(ValueError, match=words) as err:
-        train.train_and_evaluate(config.config, make_data(40, 10), config.settings)
+        loop.train_and_evaluate(config.config, make_data(40, 10), config.settings)
     message = str(err.value)
     assert "\n" not in message and "TF_CONFIG='{" in message  # says what to set, with an example
 
@@ -258,8 +259,8 @@ def free_ports(n: int) -> list[int]:
 WORKER_SCRIPT = """
 import json, logging, os, sys
 import numpy as np
-from dnn_tf import train
-from dnn_tf.config import RunSettings, TrainConfig
+from dnn_tf.training import loop
+from dnn_tf.training.config import RunSettings, TrainConfig
 data = dict(np.load(sys.argv[1]))
 config = TrainConfig(hidden_sizes=(16,), learning_rate=0.05, batch_size=32, steps=20)
 settings = RunSettings(log_every=10, checkpoint_every=10, strategy="multiworker")
@@ -273,7 +274,7 @@ logging.getLogger("dnn_tf").setLevel(logging.INFO)
 out = []
 for steps, resume in ((20, False), (31, True)):  # a run, then a longer one resumed from its checkpoint
     lines = []
-    result = train.train_and_evaluate(config.replace(steps=steps), data, settings, out_dir=sys.argv[2],
+    result = loop.train_and_evaluate(config.replace(steps=steps), data, settings, out_dir=sys.argv[2],
                                       resume=resume)
     out.append({"losses": [h["loss"] for h in result.history], "device": result.device,
                 "replicas": result.replicas, "lines": lines[:3], "steps": result.steps})
@@ -318,7 +319,7 @@ def test_two_workers_on_localhost_train_resume_and_match_single_device(data_file
         assert any("Resumed from" in line and "step 20" in line for line in second["lines"])
         assert second["steps"] == 31
     assert chief_second["losses"] == worker_second["losses"]
-    single = train.train_and_evaluate(
+    single = loop.train_and_evaluate(
         TrainConfig(hidden_sizes=(16,), learning_rate=0.05, batch_size=32, steps=31), dict(np.load(data_file)),
         RunSettings(log_every=10, checkpoint_every=0))
     assert_same_curve(chief_second["losses"], [h["loss"] for h in single.history])

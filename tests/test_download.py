@@ -1,4 +1,4 @@
-"""Tests for dnn_tf.download: all traffic goes to a local server or file:// URLs, never the internet."""
+"""Tests for dnn_tf.data.download: all traffic goes to a local server or file:// URLs, never the internet."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
-from dnn_tf import download, files
-from dnn_tf.download import DownloadError, fetch, resolve_sources, sha256_file
 from httpserver import Behaviour, LocalServer
+
+from dnn_tf import files
+from dnn_tf.data import download
+from dnn_tf.data.download import DownloadError, fetch, resolve_sources, sha256_file
 
 DATA = random.Random(0).randbytes(300_000)
 NAME = "notMNIST_tiny.tar.gz"

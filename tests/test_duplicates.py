@@ -7,7 +7,7 @@ import time
 import numpy as np
 from fixtures import make_glyph_images
 
-from dnn_tf.duplicates import find_overlaps, near_signature
+from dnn_tf.data.duplicates import find_overlaps, near_signature
 from dnn_tf.notmnist import normalize
 
 

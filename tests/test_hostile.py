@@ -27,12 +27,13 @@ from fixtures import make_glyph_images, png_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnn_tf import archive, decode
-from dnn_tf.archive import MAX_HEADER_BYTES, MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, class_of
-from dnn_tf.dataset import COURSE_KEYS, load_pickle, validate
-from dnn_tf.decode import read_images
+from dnn_tf.data import archive, decode
+from dnn_tf.data.archive import MAX_HEADER_BYTES, MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, class_of
+from dnn_tf.data.dataset import COURSE_KEYS, validate
+from dnn_tf.data.decode import read_images
+from dnn_tf.data.png import decode_png
+from dnn_tf.data.safe_pickle import load_pickle
 from dnn_tf.notmnist import LETTERS, DataError, normalize
-from dnn_tf.png import decode_png
 
 GLYPHS = make_glyph_images(2, seed=11)[0]  # 20 distinct uint8 28x28 glyphs
 GLYPH = GLYPHS[0]
@@ -763,7 +764,7 @@ def _check_images(got) -> None:
         assert got.images.min() >= -0.5 and got.images.max() <= 0.5
     for name, label in zip(got.names, got.labels):
         assert class_of(name) == (label, ""), name
-    for name, reason in got.skipped:
+    for _, reason in got.skipped:
         assert reason and "\n" not in reason
 
 

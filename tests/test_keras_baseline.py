@@ -8,11 +8,13 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from dnn_tf import keras_baseline, presets, report
-from dnn_tf.config import TrainConfig
-from dnn_tf.model import MLP, l2_penalty
 from fixtures import RESULT_KEYS, make_stripes_dataset
+
+from dnn_tf.model import MLP, l2_penalty
+from dnn_tf.reference import keras_mlp
+from dnn_tf.report import tables
+from dnn_tf.training import presets
+from dnn_tf.training.config import TrainConfig
 
 N_TRAIN, BATCH = 600, 64  # 10 steps an epoch, the last one of 24 examples
 CONFIG = TrainConfig(hidden_sizes=(32,), init="he", dropout_rate=0.2, l2_beta=1e-4, optimizer="adam",
@@ -27,7 +29,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def result(data):
-    return keras_baseline.fit_keras(CONFIG, data, seed=SEED)
+    return keras_mlp.fit_keras(CONFIG, data, seed=SEED)
 
 
 def test_learns_in_whole_epochs_and_reports_like_train_result(result):
@@ -48,7 +50,7 @@ def test_learns_in_whole_epochs_and_reports_like_train_result(result):
 
 
 def test_results_table_accepts_it(result):
-    (row,) = report.results_rows([result], "x")
+    (row,) = tables.results_rows([result], "x")
     assert (row["preset"], row["steps"], row["seed"], row["dataset"]) == ("keras_baseline", 50, SEED, "x")
     assert (row["valid"], row["test"]) == (result["valid_accuracy"], result["test_accuracy"])
     assert row["test_sanitized"] == result["test_sanitized_accuracy"]
@@ -56,24 +58,24 @@ def test_results_table_accepts_it(result):
 
 def test_no_sanitized_splits_give_none(data):
     plain = {k: v for k, v in data.items() if "sanitized" not in k}
-    out = keras_baseline.fit_keras(CONFIG.replace(steps=1, hidden_sizes=()), plain)
+    out = keras_mlp.fit_keras(CONFIG.replace(steps=1, hidden_sizes=()), plain)
     assert out["valid_sanitized_accuracy"] is None and out["test_sanitized_accuracy"] is None
     assert out["steps"] == 10 and len(out["history"]) == 1  # at least one epoch
 
 
 @pytest.mark.parametrize("steps, epochs", [(47, 5), (45, 5), (44, 4), (3, 1), (100, 10)])
 def test_epoch_budget_rounds_half_up_to_whole_epochs(steps, epochs):
-    assert keras_baseline.epoch_budget(steps, N_TRAIN, BATCH) == (epochs, 10)
+    assert keras_mlp.epoch_budget(steps, N_TRAIN, BATCH) == (epochs, 10)
 
 
 def test_deep_preset_budget():
     deep = presets.get("deep").config
-    assert keras_baseline.epoch_budget(deep.steps, 200_000, deep.batch_size) == (4, 1563)  # 6,001 -> 6,252 steps
+    assert keras_mlp.epoch_budget(deep.steps, 200_000, deep.batch_size) == (4, 1563)  # 6,001 -> 6,252 steps
 
 
 @pytest.mark.parametrize("hidden_sizes", [(), (1024,), (2048, 1024, 512)])
 def test_as_many_parameters_as_our_mlp(hidden_sizes):
-    model = keras_baseline.build_model(CONFIG.replace(hidden_sizes=hidden_sizes))
+    model = keras_mlp.build_model(CONFIG.replace(hidden_sizes=hidden_sizes))
     assert model.count_params() == MLP(hidden_sizes).num_parameters
     dropouts = [layer.rate for layer in model.layers if isinstance(layer, tf.keras.layers.Dropout)]
     assert dropouts == [CONFIG.dropout_rate] * len(hidden_sizes)
@@ -81,7 +83,7 @@ def test_as_many_parameters_as_our_mlp(hidden_sizes):
 
 def test_l2_term_and_init_agree_with_ours():
     config = CONFIG.replace(hidden_sizes=(256, 64), l2_beta=1e-3)
-    model = keras_baseline.build_model(config)
+    model = keras_mlp.build_model(config)
     mlp = MLP(config.hidden_sizes, init="he")
     first = model.layers[1].kernel.numpy()  # He init: actual stddev sqrt(2 / 784), as ours
     assert first.std() == pytest.approx(math.sqrt(2 / 784), rel=0.03)
@@ -94,7 +96,7 @@ def test_l2_term_and_init_agree_with_ours():
     assert keras_l2 == pytest.approx(float(l2_penalty(mlp, config.l2_beta)), rel=1e-6)
     assert keras_l2 == pytest.approx(config.l2_beta / 2 * sum(float(np.sum(w.numpy() ** 2)) for w in mlp.weights),
                                      rel=1e-6)
-    assert keras_baseline.build_model(config.replace(l2_beta=0.0)).losses == []
+    assert keras_mlp.build_model(config.replace(l2_beta=0.0)).losses == []
 
 
 @pytest.mark.parametrize("overrides, word", [
@@ -104,22 +106,22 @@ def test_l2_term_and_init_agree_with_ours():
 ])
 def test_configs_it_cannot_honour_raise(data, overrides, word):
     with pytest.raises(ValueError, match=f"cannot honour.*{word}"):
-        keras_baseline.fit_keras(CONFIG.replace(**overrides), data)
+        keras_mlp.fit_keras(CONFIG.replace(**overrides), data)
 
 
 def test_unknown_optimizer_raises():
     config = CONFIG.replace()
     object.__setattr__(config, "optimizer", "rmsprop")  # TrainConfig refuses it; a future one might not
     with pytest.raises(ValueError, match="optimizer='rmsprop'"):
-        keras_baseline.check_config(config)
+        keras_mlp.check_config(config)
 
 
 def test_baseline_config_is_the_deep_preset_without_jitter():
     deep = presets.get("deep").config
     with pytest.raises(ValueError, match=r"input jitter \(max_shift=1, max_rotation=10.0, .*baseline_config\(\) turns"):
-        keras_baseline.check_config(deep)
-    base = keras_baseline.baseline_config(deep)
-    keras_baseline.check_config(base)
+        keras_mlp.check_config(deep)
+    base = keras_mlp.baseline_config(deep)
+    keras_mlp.check_config(base)
     assert (base.max_shift, base.max_rotation, base.max_scale, base.max_shear, base.deskew) == (0, 0, 0, 0, False)
     same = ("hidden_sizes", "init", "dropout_rate", "l2_beta", "optimizer", "learning_rate", "decay_steps",
             "decay_rate", "batch_size", "steps", "seed")

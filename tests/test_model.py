@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dnn_tf.backprop import numpy_backprop
-from dnn_tf.model import (MLP, TRUNCATED_NORMAL_STD, accuracy, flops_per_example, l2_penalty,
-                          softmax_cross_entropy)
+from dnn_tf.model import MLP, TRUNCATED_NORMAL_STD, accuracy, flops_per_example, l2_penalty, softmax_cross_entropy
+from dnn_tf.reference.backprop import numpy_backprop
 
 # Gradients agree to float32 round-off: max |diff| <= GRAD_RTOL * max |gradient|.
 GRAD_RTOL = 1e-5
@@ -333,7 +332,7 @@ def test_chain_rule_script_prints_matching_gradients(capsys):
 
 
 def test_deskew_model_reads_the_deskewed_image_and_exports_it():
-    from dnn_tf import augment
+    from dnn_tf.training import augment
     image = np.full((2, 28, 28), augment.BACKGROUND, np.float32)
     for r in range(4, 24):  # an italic bar
         c = int(round(13.5 - 0.4 * (r - 13.5)))

@@ -1,16 +1,16 @@
-"""dnn_tf.optimizers: the fused Adam and SGD match Keras's, checkpoint, loss-scale and mirror like them."""
+"""dnn_tf.training.optimizers: the fused Adam and SGD match Keras's, checkpoint, loss-scale and mirror like them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from dnn_tf import optimizers
-from dnn_tf.config import TrainConfig
-from dnn_tf.model import MLP, softmax_cross_entropy
 from fixtures import make_stripes_dataset
 from test_distribute import assert_same_curve, data_file, run_script  # noqa: F401 (data_file: a fixture)
+
+from dnn_tf.model import MLP, softmax_cross_entropy
+from dnn_tf.training import optimizers
+from dnn_tf.training.config import TrainConfig
 
 STEPS = 300  # "a few hundred steps" of a real MLP
 HIDDEN = (64, 32)
@@ -233,7 +233,7 @@ def test_fused_adam_mirrored_on_two_logical_cpus_matches_single_device(data_file
                     checkpoint_every=0, seed=3)
         default, mirrored = run(base), run(base.replace(strategy="mirrored"))
         print(json.dumps({"default": losses(default), "mirrored": losses(mirrored),
-                          "optimizer": type(train.create_optimizer(base.config, 0.1)).__name__,
+                          "optimizer": type(loop.create_optimizer(base.config, 0.1)).__name__,
                           "replicas": mirrored.replicas}))
     """, data_file)
     assert out["optimizer"] == "FusedAdam" and out["replicas"] == 2

@@ -1,4 +1,4 @@
-"""Tests for dnn_tf.plots: pure helpers exact, every plot writes a readable PNG atomically."""
+"""Tests for dnn_tf.report.plots: pure helpers exact, every plot writes a readable PNG atomically."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from dnn_tf import plots
+from dnn_tf.report import plots
 
 N = 120
 
@@ -183,7 +183,7 @@ def test_failed_save_leaves_old_file(data, tmp_path, monkeypatch):
 
 
 def test_import_leaves_backend_and_pyplot_alone():
-    code = ("import sys, dnn_tf.plots, matplotlib; "
+    code = ("import sys, dnn_tf.report.plots, matplotlib; "
             "sys.exit(('matplotlib.pyplot' in sys.modules) or ('tensorflow' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -13,9 +13,10 @@ import pytest
 from fixtures import make_fixture_archive, make_fixture_folder, make_glyph_images
 
 from dnn_tf import files
-from dnn_tf.dataset import COURSE_KEYS, SANITIZED_KEYS, load_pickle, validate
+from dnn_tf.data.dataset import COURSE_KEYS, SANITIZED_KEYS, validate
+from dnn_tf.data.prepare import format_report, prepare
+from dnn_tf.data.safe_pickle import load_pickle
 from dnn_tf.notmnist import LETTERS, DataError, normalize
-from dnn_tf.prepare import format_report, prepare
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_prepare_single_archive_writes_course_pickles(tmp_path, archive):
     names = {}
     for split in sizes:
         names[split] = [by_bytes[img.tobytes()] for img in d[f"{split}_dataset"]]
-        assert [n.split("/")[-2] for n in names[split]] == [LETTERS[l] for l in d[f"{split}_labels"]]
+        assert [n.split("/")[-2] for n in names[split]] == [LETTERS[lab] for lab in d[f"{split}_labels"]]
         assert len(set(names[split])) == len(names[split])
     assert not set(names["train"]) & set(names["valid"])
     assert not set(names["train"]) & set(names["test"])
@@ -219,7 +220,7 @@ def test_prepare_memory_stays_near_one_copy_of_the_splits(tmp_path):
     in place and pickled without a copy. (The first version peaked at 3.7x, its maybe_pickle at 2x.)"""
     import tracemalloc
 
-    from dnn_tf.class_pickles import maybe_pickle
+    from dnn_tf.data.class_pickles import maybe_pickle
 
     info = make_fixture_archive(tmp_path / "notMNIST_small.tar.gz", per_class=600, extra_bad=False, seed=3)
     float_bytes = 6000 * 28 * 28 * 4

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from fixtures import make_fixture_archive
 
-from dnn_tf import download
 from dnn_tf.cli import prepare as prepare_cli
 from dnn_tf.cli.prepare import main
-from dnn_tf.dataset import load_pickle, validate
+from dnn_tf.data import download
+from dnn_tf.data.dataset import validate
+from dnn_tf.data.safe_pickle import load_pickle
 
 REPO = Path(__file__).absolute().parents[1]
 

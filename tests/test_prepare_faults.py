@@ -23,9 +23,10 @@ import pytest
 from fixtures import make_fixture_archive
 
 from dnn_tf.cli.prepare import main
-from dnn_tf.dataset import COURSE_KEYS, SANITIZED_KEYS, load_pickle, validate
+from dnn_tf.data.dataset import COURSE_KEYS, SANITIZED_KEYS, validate
+from dnn_tf.data.prepare import LOCK_FILE, prepare
+from dnn_tf.data.safe_pickle import load_pickle
 from dnn_tf.notmnist import LETTERS, DataError
-from dnn_tf.prepare import LOCK_FILE, prepare
 
 PER_CLASS = 300  # 3,000 glyphs: a run takes about a second
 ARGS = ["--workers", "1", "--quiet"]

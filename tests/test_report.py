@@ -1,4 +1,4 @@
-"""Tests for dnn_tf.report: rows, seed aggregation, markdown and JSON."""
+"""Tests for dnn_tf.report.tables: rows, seed aggregation, markdown and JSON."""
 
 import json
 import math
@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from dnn_tf import files, report
+from dnn_tf import files
+from dnn_tf.report import tables
 
 DATASET_LINE = "Trained on 6,400 images split from the 8,000-image notMNIST_small sample, not the course's 200,000"
 
@@ -31,9 +32,9 @@ def results():
 
 
 def test_rows_columns_and_values(results):
-    rows = report.results_rows(results, "notMNIST_small")
+    rows = tables.results_rows(results, "notMNIST_small")
     assert len(rows) == 6
-    assert all(tuple(r) == report.ROW_COLUMNS for r in rows)
+    assert all(tuple(r) == tables.ROW_COLUMNS for r in rows)
     gd, sgd, relu = rows[:3]
     assert gd == {"preset": "logreg_gd", "course_test": 82.9, "valid": 78.04, "test": 85.06,
                   "test_sanitized": None, "train_examples": None, "train_on_valid": False, "steps": 801,
@@ -47,29 +48,29 @@ def test_rows_columns_and_values(results):
 def test_rows_of_a_run_trained_on_valid_have_no_valid_accuracy():
     refit = dict(_result("deep_full", 99.9, 93.5, seed=1, train_on_valid=True), train_examples=7200)
     held = dict(_result("deep", 92.5, 93.0), train_examples=6400)
-    rows = report.results_rows([held, refit], "x")
+    rows = tables.results_rows([held, refit], "x")
     assert [(r["valid"], r["test"], r["train_examples"]) for r in rows] == [(92.5, 93.0, 6400),
                                                                            (None, 93.5, 7200)]
-    table = report.results_markdown(rows, DATASET_LINE)
+    table = tables.results_markdown(rows, DATASET_LINE)
     assert "| Train images |" in table
     assert "| deep_full | — | — | 93.5 | — | 7,200 |" in table
     assert [r["train_on_valid"] for r in rows] == [False, True]
     assert table.count("validation accuracy is not a held-out measure") == 1 and "- **deep_full** trained on" in table
-    assert "held-out" not in report.results_markdown(rows[:1], DATASET_LINE)
+    assert "held-out" not in tables.results_markdown(rows[:1], DATASET_LINE)
 
 
 def test_rows_reject_result_without_name():
     with pytest.raises(ValueError, match="no name"):
-        report.results_rows([{"config": {}, "test_accuracy": 1.0}], "x")
+        tables.results_rows([{"config": {}, "test_accuracy": 1.0}], "x")
     with pytest.raises(ValueError, match="no config"):
-        report.results_rows([{"name": "deep", "test_accuracy": 1.0}], "x")
+        tables.results_rows([{"name": "deep", "test_accuracy": 1.0}], "x")
     with pytest.raises(ValueError, match="valid_accuracy"):
-        report.results_rows([_result("deep", "high", 1.0)], "x")
+        tables.results_rows([_result("deep", "high", 1.0)], "x")
 
 
 def test_aggregate_seeds_exact(results):
-    rows = report.results_rows(results, "notMNIST_small")
-    aggregated = report.aggregate_seeds(rows)
+    rows = tables.results_rows(results, "notMNIST_small")
+    aggregated = tables.aggregate_seeds(rows)
     assert [a["preset"] for a in aggregated] == ["deep"]  # single-seed presets left out
     deep = aggregated[0]
     assert deep["seeds"] == [0, 1, 2] and deep["n"] == 3 and deep["course_test"] == 97.1
@@ -84,29 +85,30 @@ def test_aggregate_seeds_exact(results):
 
 
 def test_aggregate_missing_sanitized_and_same_seed():
-    rows = report.results_rows([_result("relu1024", 80, 90, None, seed=0),
+    rows = tables.results_rows([_result("relu1024", 80, 90, None, seed=0),
                                 _result("relu1024", 82, 92, 91.0, seed=1),
                                 _result("deep", 1, 2, seed=5), _result("deep", 3, 4, seed=5)], "d")
-    aggregated = report.aggregate_seeds(rows)
+    aggregated = tables.aggregate_seeds(rows)
     assert len(aggregated) == 1  # deep ran twice with the same seed: not a seed spread
     assert aggregated[0]["test_sanitized"] is None
     assert aggregated[0]["test"]["mean"] == 91.0
 
 
 def test_summary_one_row_per_preset(results):
-    rows = report.results_rows(results, "notMNIST_small")
-    lines = report.summary_markdown(rows, report.aggregate_seeds(rows)).splitlines()
+    rows = tables.results_rows(results, "notMNIST_small")
+    lines = tables.summary_markdown(rows, tables.aggregate_seeds(rows)).splitlines()
     assert lines[0].startswith("| Preset | Course test % | Valid % | Test % | Test (sanitized) % | Seeds |")
     body = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
     assert list(body) == ["logreg_gd", "logreg_sgd", "relu1024", "deep"]  # the three deep runs are one row
-    assert body["deep"] == "| deep | 97.1 | 91.0 ± 1.0 | 96.0 ± 1.0 | 95.2 ± 1.3 | 0, 1, 2 |"  # sample std of 94, 95, 96.5: 1.26
+    # sample std of 94, 95, 96.5: 1.26
+    assert body["deep"] == "| deep | 97.1 | 91.0 ± 1.0 | 96.0 ± 1.0 | 95.2 ± 1.3 | 0, 1, 2 |"
     assert body["logreg_sgd"] == "| logreg_sgd | 86.1 | 79.5 | 86.9 | 86.0 | 0 |"
     assert body["relu1024"] == "| relu1024 | — | 86.2 | 92.5 | — | 0 |"
 
 
 def test_markdown_table(results):
-    rows = report.results_rows(results, "notMNIST_small")
-    text = report.results_markdown(rows, DATASET_LINE, report.aggregate_seeds(rows))
+    rows = tables.results_rows(results, "notMNIST_small")
+    text = tables.results_markdown(rows, DATASET_LINE, tables.aggregate_seeds(rows))
     lines = text.splitlines()
     assert lines[0] == f"**Dataset:** {DATASET_LINE}"
     table = [line for line in lines if line.startswith("| ")]
@@ -126,35 +128,35 @@ def test_markdown_table(results):
 
 
 def test_markdown_without_aggregation_and_empty_description(results):
-    rows = report.results_rows(results[:1], "d")
-    text = report.results_markdown(rows, "Trained on something.")
+    rows = tables.results_rows(results[:1], "d")
+    text = tables.results_markdown(rows, "Trained on something.")
     assert "± " not in text and "seeds" not in text
     with pytest.raises(ValueError):
-        report.results_markdown(rows, "  ")
+        tables.results_markdown(rows, "  ")
 
 
 def test_describe_dataset():
-    assert report.describe_dataset(6400, 800, 800, "/data/notMNIST_small.tar.gz", source_size=8000) == (
+    assert tables.describe_dataset(6400, 800, 800, "/data/notMNIST_small.tar.gz", source_size=8000) == (
         "Trained on 6,400 images split from the 8,000-image notMNIST_small archive "
         "(valid 800, test 800), not the course's 200,000.")
-    assert report.describe_dataset(6400, 800, 800, "notMNIST_sample.tar.gz", source_size=8000) == (
+    assert tables.describe_dataset(6400, 800, 800, "notMNIST_sample.tar.gz", source_size=8000) == (
         "Trained on 6,400 images split from the 8,000-image notMNIST_sample "
         "(valid 800, test 800), not the course's 200,000.")
-    full = report.describe_dataset(200000, 10000, 10000, "notMNIST_large", "notMNIST_small.tar.gz")
+    full = tables.describe_dataset(200000, 10000, 10000, "notMNIST_large", "notMNIST_small.tar.gz")
     assert full.endswith("tested on 10,000 from notMNIST_small (the course's sizes).")
-    smaller = report.describe_dataset(50000, 5000, 5000, "notMNIST_large", "notMNIST_small")
+    smaller = tables.describe_dataset(50000, 5000, 5000, "notMNIST_large", "notMNIST_small")
     assert "the course used 200,000 / 10,000 / 10,000" in smaller
     with pytest.raises(ValueError):
-        report.describe_dataset(-1, 0, 0, "x")
+        tables.describe_dataset(-1, 0, 0, "x")
 
 
 def test_json_roundtrip(results, tmp_path):
     import numpy as np
 
-    rows = report.results_rows(results, "notMNIST_small")
+    rows = tables.results_rows(results, "notMNIST_small")
     rows[0]["seconds"] = np.float32(1.5)  # numpy scalars become plain floats
-    aggregated = report.aggregate_seeds(rows)
-    obj = report.results_json(rows, "notMNIST_small", aggregated,
+    aggregated = tables.aggregate_seeds(rows)
+    obj = tables.results_json(rows, "notMNIST_small", aggregated,
                               {"versions": {"python": sys.version.split()[0]}, "nan": float("nan")})
     assert set(obj) == {"schema", "dataset", "course_figures", "runs", "aggregated", "extra"}
     path = tmp_path / "results.json"
@@ -166,19 +168,19 @@ def test_json_roundtrip(results, tmp_path):
     assert "assignment 3" in back["course_figures"]["deep"]["source"]
     assert back["extra"]["nan"] is None  # strict JSON, no NaN token
     json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard {c}"))
-    empty = report.results_json([], "d")
+    empty = tables.results_json([], "d")
     assert empty["runs"] == [] and empty["aggregated"] == [] and empty["extra"] == {}
 
 
 def test_mlp_param_count():
-    assert report.mlp_param_count(()) == 784 * 10 + 10
-    assert report.mlp_param_count((1024,)) == 784 * 1024 + 1024 + 1024 * 10 + 10
+    assert tables.mlp_param_count(()) == 784 * 10 + 10
+    assert tables.mlp_param_count((1024,)) == 784 * 1024 + 1024 + 1024 * 10 + 10
     with pytest.raises(ValueError):
-        report.mlp_param_count((0,))
+        tables.mlp_param_count((0,))
 
 
 def test_report_does_not_import_tensorflow():
     import subprocess
 
-    code = "import sys, dnn_tf.report; sys.exit('tensorflow' in sys.modules)"
+    code = "import sys, dnn_tf.report.tables; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

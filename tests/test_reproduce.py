@@ -10,12 +10,13 @@ import subprocess
 import sys
 
 import pytest
+from fixtures import make_fixture_archive
 from PIL import Image
 
-from dnn_tf import presets, results
 from dnn_tf.cli import reproduce
-from dnn_tf.run_dir import RunDir
-from fixtures import make_fixture_archive
+from dnn_tf.report import results_dir
+from dnn_tf.training import presets
+from dnn_tf.training.run_dir import RunDir
 
 # Every run of the --quick --seeds 0,1 workspace, in order (multi-seed presets once per seed).
 ALL_RUNS = [name if name not in reproduce.MULTI_SEED else f"{name}_seed{s}"
@@ -262,6 +263,6 @@ def test_run_configs_quick_and_seeds():
 
 def test_representative_run_is_the_median():
     metrics = {"a": {"test_accuracy": 90.0}, "b": {"test_accuracy": 80.0}, "c": {"test_accuracy": 85.0}}
-    assert results.representative_run(["a", "b", "c"], metrics) == "c"
-    assert results.representative_run(["a", "b"], metrics) == "b"
-    assert results.representative_run(["a"], metrics) == "a"
+    assert results_dir.representative_run(["a", "b", "c"], metrics) == "c"
+    assert results_dir.representative_run(["a", "b"], metrics) == "b"
+    assert results_dir.representative_run(["a"], metrics) == "a"

@@ -7,9 +7,9 @@ import logging
 import numpy as np
 import pytest
 
-from dnn_tf.dataset import COURSE_KEYS
+from dnn_tf.data.dataset import COURSE_KEYS
+from dnn_tf.data.splits import class_counts, merge, plan_sizes
 from dnn_tf.notmnist import DataError
-from dnn_tf.splits import class_counts, merge, plan_sizes
 
 
 def test_plan_sizes_single_archive_defaults_and_options(caplog):
@@ -20,7 +20,7 @@ def test_plan_sizes_single_archive_defaults_and_options(caplog):
     caplog.set_level(logging.INFO, logger="dnn_tf")
     assert plan_sizes([800] * 10, None, 1005)["train"] == 100
     [note] = caplog.records
-    assert note.levelno == logging.WARNING and note.name == "dnn_tf.splits"
+    assert note.levelno == logging.WARNING and note.name == "dnn_tf.data.splits"
     assert "not a multiple of 10: using 100 per class (1000 images)" in note.getMessage()
 
 
@@ -72,8 +72,8 @@ def test_merge_is_balanced_disjoint_shuffled_and_seeded():
 
 
 def _course_merge(train_arrays, test_arrays, sizes, seed):
-    """The merge as it was written first (course merge_datasets + randomize, concatenate then permute): the reference."""
-    from dnn_tf.dataset import SPLITS, keys
+    """The merge as first written (course merge_datasets + randomize, concatenate then permute): the reference."""
+    from dnn_tf.data.dataset import SPLITS, keys
 
     rng = np.random.default_rng(seed)
     picks = {s: [] for s in SPLITS}

@@ -11,14 +11,15 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from dnn_tf import dataset, inference, inputs, train
-from dnn_tf.config import RunSettings, TrainConfig
-from dnn_tf.model import MLP
-from dnn_tf.notmnist import DataError
-from dnn_tf.presets import Preset
 from fixtures import RESULT_KEYS
 from fixtures import make_stripes_dataset as make_data
+
+from dnn_tf.data import dataset
+from dnn_tf.model import MLP
+from dnn_tf.notmnist import DataError
+from dnn_tf.training import inference, inputs, loop
+from dnn_tf.training.config import RunSettings, TrainConfig
+from dnn_tf.training.presets import Preset
 
 HISTORY_METRICS = ("step", "loss", "minibatch_accuracy", "valid_accuracy", "learning_rate")
 
@@ -35,8 +36,8 @@ def small(**overrides) -> Preset:
     return Preset("tiny", TrainConfig(), RunSettings()).replace(**base)
 
 
-def fit(preset: Preset, data, **kwargs) -> train.TrainResult:
-    return train.train_and_evaluate(preset.config, data, preset.settings, name=preset.name, **kwargs)
+def fit(preset: Preset, data, **kwargs) -> loop.TrainResult:
+    return loop.train_and_evaluate(preset.config, data, preset.settings, name=preset.name, **kwargs)
 
 
 class Interrupt(Exception):
@@ -128,15 +129,15 @@ def test_steps_per_call_gives_the_same_history(data):
 
 def test_chunk_plan_lands_on_log_and_checkpoint_steps():
     config = small(steps=23, log_every=5, checkpoint_every=4, steps_per_call=3)
-    plan = train.chunk_plan(0, config.config.steps, config.settings)
+    plan = loop.chunk_plan(0, config.config.steps, config.settings)
     assert [end for end, _, log, _ in plan if log] == [0, 5, 10, 15, 20, 22]
     assert [end + 1 for end, _, _, ckpt in plan if ckpt] == [4, 8, 12, 16, 20]
     assert all(1 <= count <= 3 for _, count, _, _ in plan)
     assert sum(count for _, count, _, _ in plan) == 23
     ends = [end for end, *_ in plan]
     assert ends == sorted(ends) and ends[-1] == 22
-    assert train.chunk_plan(10, 23, config.settings)[0][:2] == (10, 1)  # a log step is a chunk of its own end
-    assert train.chunk_plan(23, 23, config.settings) == []
+    assert loop.chunk_plan(10, 23, config.settings)[0][:2] == (10, 1)  # a log step is a chunk of its own end
+    assert loop.chunk_plan(23, 23, config.settings) == []
 
 
 # --------------------------------------------------------------------------- checkpoints, resume, divergence
@@ -188,7 +189,7 @@ def test_nan_guard_names_step_and_keeps_last_checkpoint_finite(data, tmp_path, m
         fit(config, bad, out_dir=str(tmp_path / "refused"))
     assert not (tmp_path / "refused").exists()
     monkeypatch.setattr(dataset, "validate", lambda d: None)  # ... so, to test the guard, let it through
-    with pytest.raises(train.TrainingDiverged) as err:
+    with pytest.raises(loop.TrainingDiverged) as err:
         fit(config, bad, out_dir=str(tmp_path))
     message = str(err.value)
     assert "at step 12" in message and "lower the learning rate" in message and "ckpt-10" in message
@@ -202,7 +203,7 @@ def test_nan_guard_names_step_and_keeps_last_checkpoint_finite(data, tmp_path, m
 
 def test_huge_learning_rate_diverges(data):
     config = small(hidden_sizes=(64, 64), learning_rate=1e6, steps=200, log_every=100)
-    with pytest.raises(train.TrainingDiverged, match=r"at step \d+; lower the learning rate \(now 1e\+06"):
+    with pytest.raises(loop.TrainingDiverged, match=r"at step \d+; lower the learning rate \(now 1e\+06"):
         fit(config, data)
 
 
@@ -268,7 +269,7 @@ def indexed(n: int) -> tuple[tf.Tensor, tf.Tensor]:
 
 def batches(config: TrainConfig, n: int, steps: range) -> list[np.ndarray]:
     images, labels = indexed(n)
-    state = train.create_train_state(config.config, n)
+    state = loop.create_train_state(config.config, n)
     batch = inputs.make_batch_fn(config.config, images, labels, state.permutation, state.epoch)
     fn = tf.function(lambda step: batch(step))
     out = []
@@ -314,7 +315,7 @@ def test_full_batch_uses_every_example_each_step(data):
 
 def test_train_on_valid_appends_the_validation_split(data):
     n_train, n_valid = len(data["train_labels"]), len(data["valid_labels"])
-    arrays = train.training_arrays(small(train_on_valid=True, train_subset=100).config, data)
+    arrays = loop.training_arrays(small(train_on_valid=True, train_subset=100).config, data)
     images, labels = arrays["train"]
     assert images.shape == (100 + n_valid, 28, 28)
     np.testing.assert_array_equal(images[100:], data["valid_dataset"])

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dnn_tf import files, train
+from dnn_tf import files
 from dnn_tf.cli import train as train_cli
-from dnn_tf.config import TrainConfig
+from dnn_tf.training import loop
+from dnn_tf.training.config import TrainConfig
 
 REPO = Path(__file__).absolute().parents[1]
 STEPS = 3001
@@ -168,7 +169,7 @@ def test_too_large_learning_rate_exits_3_and_keeps_the_last_good_checkpoint(pick
 
     # it restores into a fresh model and optimizer, and every weight is finite
     config = TrainConfig(**DIVERGING)
-    state = train.create_train_state(config, 200)
+    state = loop.create_train_state(config, 200)
     checkpoint = tf.train.Checkpoint(model=state.model, optimizer=state.optimizer, step=state.step)
     checkpoint.restore(latest).assert_existing_objects_matched()
     assert int(state.step.numpy()) == saved

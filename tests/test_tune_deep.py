@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import make_stripes_dataset
 
 from dnn_tf import files
 from dnn_tf.cli import UsageError
-from fixtures import make_stripes_dataset
 
 SCRIPT = Path(__file__).absolute().parents[1] / "scripts" / "tune_deep.py"
 

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dnn_tf import dataset
 from dnn_tf.cli import ArgumentParser, UsageError, add_output_flags, import_tensorflow, run, setup_output, show_progress
+from dnn_tf.data import dataset
 from dnn_tf.notmnist import LETTERS
 
 PROG = "dnn-tf-evaluate"
@@ -60,7 +60,7 @@ def load_labelled(path: str, split: str, progress: bool) -> tuple[np.ndarray, np
             raise UsageError(f"{path} has no {keys[0]}/{keys[1]}")
         images, labels, skipped = data[keys[0]], data[keys[1]], 0
     else:
-        from dnn_tf.decode import read_images
+        from dnn_tf.data.decode import read_images
 
         found = read_images(path, progress=progress)
         images, labels, skipped = found.images, found.labels, len(found.skipped)
@@ -108,7 +108,7 @@ def body(argv: Sequence[str] | None) -> int:
         raise UsageError(f"{args.images} does not exist")
     images, labels, skipped = load_labelled(args.images, args.split, progress=show_progress(args))
     import_tensorflow(args)
-    from dnn_tf.inference import predict, resolve_saved_model
+    from dnn_tf.training.inference import predict, resolve_saved_model
 
     model_dir = resolve_saved_model(args.model)  # FileNotFoundError -> exit 2
     if labels.min() < 0 or labels.max() >= len(LETTERS):

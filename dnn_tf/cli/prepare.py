@@ -26,7 +26,7 @@ from dnn_tf.cli import (
     setup_output,
     show_progress,
 )
-from dnn_tf.download import CANONICAL_TEST, CANONICAL_TRAIN, resolve_sources
+from dnn_tf.data.download import CANONICAL_TEST, CANONICAL_TRAIN, resolve_sources
 from dnn_tf.notmnist import COURSE_SEED, COURSE_TEST_SIZE, COURSE_TRAIN_SIZE, COURSE_VALID_SIZE
 
 PROG = "dnn-tf-prepare"
@@ -64,7 +64,7 @@ def _body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_output(args)
     progress = show_progress(args)
-    from dnn_tf.prepare import format_report, prepare  # after parsing: --help stays fast (no numpy, Pillow)
+    from dnn_tf.data.prepare import format_report, prepare  # after parsing: --help stays fast (no numpy, Pillow)
 
     train, test = resolve_sources(args.train_archive, args.test_archive, args.out, progress)
     report = prepare(

@@ -23,10 +23,20 @@ import sys
 import time
 from typing import Sequence
 
-from dnn_tf import dataset, download, files, presets
-from dnn_tf.cli import (EXIT_INTERRUPTED, ArgumentParser, add_output_flags, import_tensorflow, positive_int, run,
-                        setup_output, show_progress)
-from dnn_tf.run_dir import RunDir
+from dnn_tf import files
+from dnn_tf.cli import (
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    add_output_flags,
+    import_tensorflow,
+    positive_int,
+    run,
+    setup_output,
+    show_progress,
+)
+from dnn_tf.data import dataset, download
+from dnn_tf.training import presets
+from dnn_tf.training.run_dir import RunDir
 
 PROG = "dnn-tf-reproduce"
 DEFAULT_DATA_DIR = "data"
@@ -111,7 +121,7 @@ def run_configs(names: Sequence[str], seed: int, deep_seeds: Sequence[int], quic
 
 def keras_preset(seed: int) -> presets.Preset:
     """The ``keras_baseline`` run as a preset: deep's config without jitter (``keras_baseline.baseline_config``)."""
-    from dnn_tf.keras_baseline import baseline_config
+    from dnn_tf.reference.keras_mlp import baseline_config
 
     deep = presets.get("deep", seed=seed)
     return presets.Preset(KERAS_BASELINE, baseline_config(deep.config), deep.settings)
@@ -125,8 +135,8 @@ def train_runs(runs, data, runs_dir: str, data_id: str, force: bool, resume: boo
       ``(metrics by run name, reused run names, failed run messages)``; a diverged run is
       reported and skipped, the others still run.
     """
-    from dnn_tf.keras_baseline import fit_keras
-    from dnn_tf.train import TrainingDiverged, train_and_evaluate
+    from dnn_tf.reference.keras_mlp import fit_keras
+    from dnn_tf.training.loop import TrainingDiverged, train_and_evaluate
 
     metrics: dict[str, dict] = {}
     reused, failed = [], []
@@ -165,15 +175,16 @@ def _body(argv: Sequence[str] | None) -> int:
     progress = show_progress(args)
     train_source, test_source = download.resolve_sources(args.train_archive, args.test_archive, args.data_dir,
                                                          progress=progress)
-    from dnn_tf import prepare
+    from dnn_tf.data import prepare
 
     prep = prepare.prepare(train_source, test_source, out_dir=args.data_dir, workers=args.workers, progress=progress)
     data = dataset.load(prep["pickle"])
     data_id = files.sha256_file(prep["pickle"])
     logger.info(prepare.format_report(prep))
     import_tensorflow(args)
-    from dnn_tf import inference, results
-    from dnn_tf.interrupt import TrainingInterrupted
+    from dnn_tf.report import results_dir
+    from dnn_tf.training import inference
+    from dnn_tf.training.interrupt import TrainingInterrupted
 
     runs = run_configs(args.presets, args.seed, args.seeds, args.quick, len(data["train_labels"]))
     logger.info(f"{len(runs)} run(s): {', '.join(name for name, _ in runs)}" + (" (quick)" if args.quick else ""))
@@ -189,7 +200,7 @@ def _body(argv: Sequence[str] | None) -> int:
     def run_path(run_name: str) -> str:
         return os.path.join(args.runs, run_name)
 
-    table, written = results.write_results(
+    table, written = results_dir.write_results(
         args.results, data, prep, metrics, lambda run_name, images: inference.predict(run_path(run_name), images),
         lambda run_name: inference.layer_weights(run_path(run_name)), time.perf_counter() - start,
         extra={"runs_dir": os.path.abspath(args.runs), "reused_runs": reused},

@@ -27,10 +27,20 @@ import shlex
 import sys
 from typing import Sequence
 
-from dnn_tf import dataset, files, presets
-from dnn_tf.cli import (EXIT_INTERRUPTED, ArgumentParser, UsageError, add_output_flags, import_tensorflow, run,
-                        setup_output, show_progress)
-from dnn_tf.config import RunSettings, TrainConfig, field_help, format_value
+from dnn_tf import files
+from dnn_tf.cli import (
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    UsageError,
+    add_output_flags,
+    import_tensorflow,
+    run,
+    setup_output,
+    show_progress,
+)
+from dnn_tf.data import dataset
+from dnn_tf.training import presets
+from dnn_tf.training.config import RunSettings, TrainConfig, field_help, format_value
 
 PROG = "dnn-tf-train"
 DEFAULT_PRESET = "relu1024"
@@ -138,8 +148,8 @@ def body(argv: Sequence[str] | None) -> int:
     data = dataset.load(args.data)  # DataError -> exit 2, before TensorFlow is imported
     data_id = files.sha256_file(args.data)
     import_tensorflow(args)
-    from dnn_tf.interrupt import TrainingInterrupted
-    from dnn_tf.train import TrainingDiverged, train_and_evaluate
+    from dnn_tf.training.interrupt import TrainingInterrupted
+    from dnn_tf.training.loop import TrainingDiverged, train_and_evaluate
 
     try:
         result = train_and_evaluate(preset.config, data, preset.settings, out_dir=out_dir, resume=args.resume,

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import tensorflow as tf
 
-from dnn_tf.config import RunSettings
+from dnn_tf.training.config import RunSettings
 
 TF_CONFIG_ENV = "TF_CONFIG"
 TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '

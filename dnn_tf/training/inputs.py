@@ -19,8 +19,8 @@ from typing import Callable
 
 import tensorflow as tf
 
-from dnn_tf import augment
-from dnn_tf.config import TrainConfig
+from dnn_tf.training import augment
+from dnn_tf.training.config import TrainConfig
 
 # Random streams: seed (config.seed, NUM_STREAMS * counter + stream).
 NUM_STREAMS = 4

@@ -17,8 +17,8 @@ from typing import Any
 import tensorflow as tf
 
 from dnn_tf import files
-from dnn_tf.config import TrainConfig
-from dnn_tf.run_dir import HISTORY_FILE, config_changes, saved_history
+from dnn_tf.training.config import TrainConfig
+from dnn_tf.training.run_dir import HISTORY_FILE, config_changes, saved_history
 
 STATE_FILE = "checkpoint"  # CheckpointManager's index of the checkpoints in the folder
 MAX_TO_KEEP = 3

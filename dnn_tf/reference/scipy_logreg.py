@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from dnn_tf.dataset import COURSE_KEYS
+from dnn_tf.data.dataset import COURSE_KEYS
 
 # sklearn's LogisticRegression defaults: C = 1.0 (l2 = 1 / C), max_iter = 100, tol = 1e-4.
 DEFAULT_L2 = 1.0

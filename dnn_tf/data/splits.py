@@ -19,7 +19,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dnn_tf.dataset import SPLITS, keys
 from dnn_tf.notmnist import (
     COURSE_TEST_SIZE,
     COURSE_TRAIN_SIZE,
@@ -32,7 +31,23 @@ from dnn_tf.notmnist import (
 
 HOLDOUT_FRACTION = 0.1  # single-archive default: this fraction of each class for valid, and again for test
 
+SPLITS = ("train", "valid", "test")
+SANITIZED_SPLITS = ("valid_sanitized", "test_sanitized")  # valid and test without images duplicating train
+
 logger = logging.getLogger(__name__)
+
+
+def keys(split: str) -> tuple[str, str]:
+    """The pickle keys of ``split``: ``("test_dataset", "test_labels")``, ``("test_dataset_sanitized", ...)``.
+
+    Raises:
+      ValueError: an unknown split.
+    """
+    if split not in SPLITS + SANITIZED_SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS + SANITIZED_SPLITS)}")
+    base, _, suffix = split.partition("_")
+    suffix = "_" + suffix if suffix else ""
+    return f"{base}_dataset{suffix}", f"{base}_labels{suffix}"
 
 
 def check_size(name: str, size: int | None) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dnn_tf.plots._common import color, new_figure
+from dnn_tf.report.plots._common import color, new_figure
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str, positive: bool = False):

@@ -35,8 +35,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dnn_tf import files
-from dnn_tf.archive import check_source
-from dnn_tf.class_pickles import (
+from dnn_tf.data.archive import check_source
+from dnn_tf.data.class_pickles import (
     CLASS_PICKLES,
     SECONDS_DIGITS,
     SOURCE_MANIFEST,
@@ -44,11 +44,11 @@ from dnn_tf.class_pickles import (
     decode_stats,
     maybe_pickle,
 )
-from dnn_tf.dataset import SANITIZED_KEYS, SANITIZED_SPLITS, SPLITS, keys, load_pickle, validate
-from dnn_tf.decode import Workers, default_workers
-from dnn_tf.duplicates import SANITIZE_RULE, find_overlaps
+from dnn_tf.data.dataset import SANITIZED_KEYS, SANITIZED_SPLITS, SPLITS, keys, load_pickle, validate
+from dnn_tf.data.decode import Workers, default_workers
+from dnn_tf.data.duplicates import SANITIZE_RULE, find_overlaps
+from dnn_tf.data.splits import check_size, class_counts, merge, plan_sizes
 from dnn_tf.notmnist import COURSE_SEED, LETTERS, DataError, normalize
-from dnn_tf.splits import check_size, class_counts, merge, plan_sizes
 
 __all__ = ["MERGED_PICKLE", "REPORT_JSON", "LOCK_FILE", "archive_stem", "prepare", "format_report"]
 

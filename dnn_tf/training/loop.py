@@ -24,15 +24,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from dnn_tf import dataset, distribute, inference, inputs
-from dnn_tf.checkpoints import Checkpoints
-from dnn_tf.config import RunSettings, TrainConfig
-from dnn_tf.interrupt import TrainingInterrupted, deferred_sigint
+from dnn_tf.data import dataset
 from dnn_tf.model import MLP, l2_penalty, softmax_cross_entropy
 from dnn_tf.notmnist import IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES
-from dnn_tf.optimizers import create_optimizer, learning_rate_at, learning_rate_schedule
 from dnn_tf.progress import bar as progress_bar
-from dnn_tf.run_dir import RunDir
+from dnn_tf.training import distribute, inference, inputs
+from dnn_tf.training.checkpoints import Checkpoints
+from dnn_tf.training.config import RunSettings, TrainConfig
+from dnn_tf.training.interrupt import TrainingInterrupted, deferred_sigint
+from dnn_tf.training.optimizers import create_optimizer, learning_rate_at, learning_rate_schedule
+from dnn_tf.training.run_dir import RunDir
 
 EVAL_BATCH = 10000  # examples per forward pass when evaluating
 TENSORBOARD_SCALARS = ("loss", "minibatch_accuracy", "valid_accuracy", "learning_rate")
@@ -290,7 +291,7 @@ def _log_entry(entry: Mapping[str, float], writer) -> None:
         writer.flush()
 
 
-def train_and_evaluate(config: TrainConfig, data: Mapping[str, np.ndarray], settings: RunSettings = RunSettings(),
+def train_and_evaluate(config: TrainConfig, data: Mapping[str, np.ndarray], settings: RunSettings | None = None,
                        out_dir: str | None = None, resume: bool = False, name: str = "custom",
                        data_id: str | None = None, progress: bool = False) -> TrainResult:
     """Trains ``config`` on ``data`` and evaluates it on the validation and test sets.
@@ -315,6 +316,7 @@ def train_and_evaluate(config: TrainConfig, data: Mapping[str, np.ndarray], sett
       TrainingDiverged: the loss became NaN/inf (no checkpoint is written from then on).
       TrainingInterrupted: Ctrl-C; a checkpoint of the steps done was written first.
     """
+    settings = settings or RunSettings()
     arrays = training_arrays(config, data)
     if resume and not out_dir:
         raise ValueError("resume needs an out_dir")

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from dnn_tf.notmnist import IMAGE_PIXELS, IMAGE_SIZE, LETTERS, NUM_CLASSES
-from dnn_tf.plots._common import new_figure
+from dnn_tf.report.plots._common import new_figure
 
 CMAP = "RdBu_r"  # diverging: 0 is white, sign is colour
 TEMPLATE_INCHES = 1.3

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from dnn_tf.config import TrainConfig
+from dnn_tf.training.config import TrainConfig
 
 
 def learning_rate_schedule(config: TrainConfig):

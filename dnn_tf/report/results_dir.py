@@ -14,10 +14,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dnn_tf import files, plots, report
-from dnn_tf.dataset import SPLITS
+from dnn_tf import files
+from dnn_tf.data.dataset import SPLITS
+from dnn_tf.data.prepare import archive_stem
 from dnn_tf.notmnist import NUM_CLASSES
-from dnn_tf.prepare import archive_stem
+from dnn_tf.report import plots, tables
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
@@ -49,7 +50,7 @@ def dataset_tag(prepare_report: Mapping[str, Any]) -> str:
 def dataset_description(prepare_report: Mapping[str, Any]) -> str:
     """The honest one-line dataset description (``report.describe_dataset``)."""
     sources, sizes = prepare_report["sources"], prepare_report["sizes"]
-    return report.describe_dataset(*(sizes[s] for s in SPLITS), train_source=sources["train"]["path"],
+    return tables.describe_dataset(*(sizes[s] for s in SPLITS), train_source=sources["train"]["path"],
                                    test_source=sources["test"]["path"] if "test" in sources else None,
                                    source_size=sources["train"].get("images"))
 
@@ -150,8 +151,8 @@ def markdown(rows, aggregated, description: str, summary: Mapping[str, Any], tot
         lines += [f"> **Quick smoke run** ({quick_steps} steps per preset): "
                   "these numbers test the pipeline and are not results.", ""]
     lines += ["## Summary", "", "One row per preset; mean ± sample std over the seeds of a multi-seed preset.", "",
-              report.summary_markdown(rows, aggregated).rstrip("\n"), "", "## Every run", ""]
-    lines.append(report.results_markdown(rows, description, aggregated).rstrip("\n"))
+              tables.summary_markdown(rows, aggregated).rstrip("\n"), "", "## Every run", ""]
+    lines.append(tables.results_markdown(rows, description, aggregated).rstrip("\n"))
     train_seconds = sum(r["seconds"] or 0.0 for r in rows)
     lines += ["", prepare_line(summary), "",
               f"**Total wall time:** {total_seconds:,.1f} s for this invocation (data preparation, training, "
@@ -205,8 +206,8 @@ def write_results(results_dir: str, data: Mapping[str, np.ndarray], prepare_repo
     Returns:
       (the text table to print, the paths written).
     """
-    rows = report.results_rows(list(metrics.values()), dataset=dataset_tag(prepare_report))
-    aggregated = report.aggregate_seeds(rows)
+    rows = tables.results_rows(list(metrics.values()), dataset=dataset_tag(prepare_report))
+    aggregated = tables.aggregate_seeds(rows)
     plot_paths, deep = write_plots(data, metrics, results_dir, predict, layer_weights)
     description = dataset_description(prepare_report)
     summary = prepare_summary(prepare_report)
@@ -217,6 +218,6 @@ def write_results(results_dir: str, data: Mapping[str, np.ndarray], prepare_repo
              "quick": bool(quick_steps), "prepare": summary, "run_names": list(metrics), "failed_runs": list(failed),
              "deep_plots_run": deep, "plots": [os.path.basename(p) for p in plot_paths], "versions": versions(),
              **extra}
-    files.write_json(json_path, report.results_json(rows, {"tag": dataset_tag(prepare_report),
+    files.write_json(json_path, tables.results_json(rows, {"tag": dataset_tag(prepare_report),
                                                            "description": description}, aggregated, extra=extra))
     return text_table(rows, aggregated), [md_path, json_path, *plot_paths]

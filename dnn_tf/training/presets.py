@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from dnn_tf.config import RunSettings, TrainConfig, parse_value
+from dnn_tf.training.config import RunSettings, TrainConfig, parse_value
 
 
 @dataclass(frozen=True)

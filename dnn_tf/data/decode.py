@@ -29,9 +29,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from dnn_tf import progress as progress_bars
-from dnn_tf.archive import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, Member, open_source
+from dnn_tf.data.archive import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, Member, open_source
+from dnn_tf.data.png import decode_pngs
 from dnn_tf.notmnist import IMAGE_SIZE, DataError, normalize
-from dnn_tf.png import decode_pngs
 
 CHUNK_SIZE = 2048  # members sent to a worker process at once
 INFLIGHT_PER_WORKER = 2  # chunks queued per worker (bounds memory while streaming)

@@ -9,7 +9,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from dnn_tf.notmnist import IMAGE_SIZE, LETTERS, NUM_CLASSES
-from dnn_tf.plots._common import check_classes, check_images, color, image_range, new_figure
+from dnn_tf.report.plots._common import check_classes, check_images, color, image_range, new_figure
 
 GRID_PAD = 2              # pixels between letters in the sample grid
 CELL_INCHES = 0.55        # size of one letter in image grids

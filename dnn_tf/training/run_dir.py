@@ -20,7 +20,7 @@ import shutil
 from typing import Any, Mapping
 
 from dnn_tf import files
-from dnn_tf.config import RunSettings, TrainConfig
+from dnn_tf.training.config import RunSettings, TrainConfig
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"

@@ -24,8 +24,8 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
+from dnn_tf.data.tar_stream import MAX_HEADER_BYTES, TarStream  # noqa: F401 - MAX_HEADER_BYTES: part of this API
 from dnn_tf.notmnist import LETTERS, DataError
-from dnn_tf.tar_stream import MAX_HEADER_BYTES, TarStream  # noqa: F401 - MAX_HEADER_BYTES: part of this API
 
 MAX_MEMBER_BYTES = 1 << 20  # a 28x28 PNG is < 2 KB; anything above 1 MiB is refused unread
 # Uncompressed bytes read from one source (tar headers, data, skipped members, trailing bytes).

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from dnn_tf.archive import one_line
+from dnn_tf.data.archive import one_line
 from dnn_tf.notmnist import IMAGE_SIZE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from dnn_tf import files
-from dnn_tf.dataset import check_images, load_pickle
-from dnn_tf.decode import Images, Workers, read_images
-from dnn_tf.notmnist import LETTERS, NUM_CLASSES, DataError, normalize
+from dnn_tf.data.decode import Images, Workers, read_images
+from dnn_tf.data.safe_pickle import load_pickle
+from dnn_tf.notmnist import LETTERS, NUM_CLASSES, DataError, check_images, normalize
 
 SOURCE_MANIFEST = "manifest.json"
 CLASS_PICKLES = tuple(f"{letter}.pickle" for letter in LETTERS)

@@ -18,12 +18,12 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
-from dnn_tf.config import TrainConfig
-from dnn_tf.distribute import default_device
 from dnn_tf.model import accuracy
 from dnn_tf.notmnist import IMAGE_SIZE, NUM_CLASSES
-from dnn_tf.optimizers import learning_rate_at, learning_rate_schedule
-from dnn_tf.train import EVAL_BATCH, training_arrays
+from dnn_tf.training.config import TrainConfig
+from dnn_tf.training.distribute import default_device
+from dnn_tf.training.loop import EVAL_BATCH, training_arrays
+from dnn_tf.training.optimizers import learning_rate_at, learning_rate_schedule
 
 JITTER_FIELDS = ("max_shift", "max_rotation", "max_scale", "max_shear")
 OPTIMIZERS = {  # Keras's own optimizers, as a user would pick them

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from dnn_tf.notmnist import LETTERS, NUM_CLASSES
-from dnn_tf.plots._common import check_classes, check_images, check_probabilities, image_range, new_figure
+from dnn_tf.report.plots._common import check_classes, check_images, check_probabilities, image_range, new_figure
 
 DARK_TEXT_ABOVE = 0.5     # confusion cells darker than this get white text
 ARROW = "\u2192"
