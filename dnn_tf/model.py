@@ -1,8 +1,11 @@
-"""The course's networks as one module: a multi-layer perceptron with ReLUs.
+"""The course's model: a multi-layer perceptron, its loss, and the ``tf.GradientTape`` step that trains it.
 
-``MLP(hidden_sizes=())`` is multinomial logistic regression, ``MLP((1024,))``
-the course's one-hidden-layer net and ``MLP((1024, 512, 256), init="he")`` a
-deep one. Plus the loss, the L2 penalty, the course's accuracy and a FLOP count.
+Assignments 2 and 3 in TensorFlow 2, top to bottom: ``MLP`` (``x @ W + b`` layers, ReLUs between
+them; no hidden layer is logistic regression), ``loss_fn`` (softmax cross-entropy plus the L2
+penalty), ``train_step`` (the course's ``optimizer.minimize(loss)`` written out with a tape),
+``eval_step`` and ``accuracy``. The rest of the package wraps them and never re-implements them:
+``training/loop.py`` feeds ``train_step`` minibatches inside a ``tf.function`` (XLA on request),
+``training/distribute.py`` runs it on tf.distribute replicas.
 """
 
 from __future__ import annotations
@@ -17,244 +20,107 @@ from dnn_tf.notmnist import IMAGE_PIXELS, NUM_CLASSES
 from dnn_tf.training import augment
 from dnn_tf.training.config import INITS
 
-COMPUTE_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
-
-# Standard deviation of a unit normal truncated to [-2, 2] (what
-# tf.random.truncated_normal samples): sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)).
+# Standard deviation of a unit normal truncated to [-2, 2], what tf.random.truncated_normal draws.
 TRUNCATED_NORMAL_STD = 0.87962566103423978
-# He et al. (2015): Var[W] = HE_GAIN / fan_in keeps ReLU activations' variance constant.
+# He et al. (2015): Var[W] = HE_GAIN / fan_in keeps the variance of ReLU activations constant.
 HE_GAIN = 2.0
 
 
 class MLP(tf.Module):
-    """A stack of fully connected layers, ReLU in between, logits out.
+    """Fully connected layers with ReLUs between them: images in, logits out.
 
-    Layer ``i`` computes ``x @ W[i] + b[i]``; every layer but the last is
-    followed by a ReLU and, while training, by dropout. Variables are created
-    in ``__init__`` from stateless random ops seeded with ``(seed, i)``, so the
-    same ``seed`` always gives the same weights whatever the global TF seed.
+    Layer ``i`` computes ``x @ weights[i] + biases[i]``; every layer but the last is followed
+    by a ReLU and, while training, by dropout. The weights are drawn by stateless random ops
+    seeded with ``(seed, i)``, so a seed always gives the same network.
 
-    Initialization:
-      * ``"truncated_normal"`` -- the course's ``tf.truncated_normal`` with
-        stddev ``init_stddev`` (values beyond 2 stddev are redrawn, so the
-        actual standard deviation is ``0.88 * init_stddev``), zero biases.
-      * ``"he"`` -- truncated normal rescaled by ``1 / TRUNCATED_NORMAL_STD``
-        so that the actual standard deviation is exactly ``sqrt(2 / fan_in)``,
-        zero biases.
-
-    Why deep ReLU nets need He scaling: a layer's pre-activation variance is
-    ``fan_in * Var[W] * E[x**2]`` and a ReLU keeps half of its input's second
-    moment, so with ``Var[W] = 2 / fan_in`` the activations' variance stays the
-    same from layer to layer. With the course's stddev 1.0 it is multiplied by
-    about ``fan_in / 2`` (hundreds) per layer instead, so logits and gradients
-    blow up after a few layers (or vanish if the stddev is too small).
-
-    Deskewing: with ``deskew=True`` every input image is first straightened
-    (``augment.deskew``, a shear that makes its ink upright), in training and at
-    inference alike, so whatever calls the model (evaluation, ``predict``, the
-    SavedModel) gets the same input transform. It has no variables.
-
-    Mixed precision: with ``compute_dtype=tf.float16`` the variables stay
-    float32; inputs and weights are cast to float16 for the matmuls and the
-    logits are returned as float32.
+    ``init="truncated_normal"`` is the course's ``tf.truncated_normal(stddev=init_stddev)``
+    (values beyond two standard deviations are redrawn, so the actual spread is 0.88 times
+    ``init_stddev``). ``init="he"`` rescales it to an actual standard deviation of
+    ``sqrt(2 / fan_in)``: a ReLU keeps half of its input's second moment, so this keeps the
+    activations' variance the same from layer to layer, where the course's stddev 1.0
+    multiplies it by about ``fan_in / 2`` per layer and a deep net diverges. Biases start at 0.
+    ``deskew=True`` straightens each image's slant (``augment.deskew``) before the first layer,
+    in training and at inference alike.
     """
 
-    def __init__(self, hidden_sizes: Sequence[int] = (), num_classes: int = NUM_CLASSES,
+    def __init__(self, hidden_sizes: Sequence[int] = (), *, num_classes: int = NUM_CLASSES,
                  input_size: int = IMAGE_PIXELS, dropout_rate: float = 0.0, init: str = "truncated_normal",
-                 init_stddev: float = 1.0,
-                 seed: int = 0, compute_dtype=tf.float32, deskew: bool = False, name: str | None = None):
-        """Creates the variables.
+                 init_stddev: float = 1.0, seed: int = 0, deskew: bool = False, name: str | None = None):
+        """Creates the weights and biases.
 
         Args:
           hidden_sizes: widths of the hidden ReLU layers; ``()`` gives logistic regression.
-          num_classes: number of output logits.
-          input_size: number of input features (784 = 28 x 28 pixels).
+          num_classes: number of logits (10 letters).
+          input_size: pixels per image (784 = 28 x 28).
           dropout_rate: fraction of hidden units zeroed while training, in [0, 1).
-          init: ``"truncated_normal"`` or ``"he"`` (see the class docstring).
-          init_stddev: stddev of the ``"truncated_normal"`` initialization (ignored for ``"he"``).
-          seed: integer seed of the initialization.
-          compute_dtype: ``tf.float32``, or ``tf.float16`` / ``tf.bfloat16`` for mixed precision.
-          deskew: straighten each input image's slant before the first layer (the
-            inputs are then square images, so ``input_size`` must be a square number).
+          init: ``"truncated_normal"`` (the course's) or ``"he"``.
+          init_stddev: stddev of the ``"truncated_normal"`` draw (unused by ``"he"``).
+          seed: integer seed of the weights.
+          deskew: straighten each image first (needs square images).
           name: module name.
 
         Raises:
-          ValueError: a size is not a positive integer, ``dropout_rate`` outside [0, 1),
-            unknown ``init``, ``init_stddev <= 0``, non-integer ``seed``, unsupported ``compute_dtype``,
-            or ``deskew`` with a non-square ``input_size``.
+          ValueError: any argument out of its range, or ``deskew`` with a non-square ``input_size``.
         """
         super().__init__(name=name)
-        hidden_sizes = tuple(hidden_sizes)
-        for label, value in [("num_classes", num_classes), ("input_size", input_size)] + [
-                (f"hidden_sizes[{i}]", h) for i, h in enumerate(hidden_sizes)]:
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
-        if not 0.0 <= float(dropout_rate) < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if not float(init_stddev) > 0.0:
-            raise ValueError(f"init_stddev must be > 0, got {init_stddev!r}")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        try:
-            dtype = tf.as_dtype(compute_dtype)
-        except TypeError:
-            dtype = None
-        if dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"compute_dtype must be one of {[d.name for d in COMPUTE_DTYPES]}, "
-                             f"got {compute_dtype!r}")
-        if deskew and math.isqrt(input_size) ** 2 != input_size:
-            raise ValueError(f"deskew needs square images, but input_size {input_size} is not a square number")
-
-        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
-        self.num_classes = int(num_classes)
-        self.input_size = int(input_size)
-        self.dropout_rate = float(dropout_rate)
-        self.init = init
-        self.init_stddev = float(init_stddev)
-        self.seed = int(seed)
-        self.compute_dtype = dtype
-        self.deskew = bool(deskew)
-
-        sizes = (self.input_size, *self.hidden_sizes, self.num_classes)
-        self._weights = []
-        self._biases = []
+        sizes = (input_size, *hidden_sizes, num_classes)
+        _check_arguments(sizes, dropout_rate, init, init_stddev, seed, deskew)
+        self.layer_sizes = tuple(int(s) for s in sizes)
+        self.input_size = self.layer_sizes[0]
+        self.dropout_rate, self.deskew = float(dropout_rate), bool(deskew)
+        self.weights, self.biases = [], []
         with self.name_scope:
-            for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-                stddev = (math.sqrt(HE_GAIN / fan_in) / TRUNCATED_NORMAL_STD if init == "he"
-                          else self.init_stddev)
+            for i, (fan_in, fan_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
+                stddev = math.sqrt(HE_GAIN / fan_in) / TRUNCATED_NORMAL_STD if init == "he" else init_stddev
                 w = tf.random.stateless_truncated_normal(
-                    (fan_in, fan_out), seed=tf.constant([self.seed, i], tf.int64), stddev=stddev)
-                self._weights.append(tf.Variable(w, name=f"w{i}"))
-                self._biases.append(tf.Variable(tf.zeros([fan_out]), name=f"b{i}"))
+                    (fan_in, fan_out), seed=tf.constant([int(seed), i], tf.int64), stddev=stddev)
+                self.weights.append(tf.Variable(w, name=f"w{i}"))
+                self.biases.append(tf.Variable(tf.zeros([fan_out]), name=f"b{i}"))
 
-    @property
-    def weights(self) -> list[tf.Variable]:
-        """The weight matrices, first layer first; shapes ``(fan_in, fan_out)``."""
-        return list(self._weights)
-
-    @property
-    def biases(self) -> list[tf.Variable]:
-        """The bias vectors, first layer first."""
-        return list(self._biases)
-
-    @property
-    def layer_sizes(self) -> tuple[int, ...]:
-        """Widths from input to logits, e.g. ``(784, 1024, 10)``."""
-        return (self.input_size, *self.hidden_sizes, self.num_classes)
-
-    @property
-    def num_parameters(self) -> int:
-        """Number of scalar parameters (weights and biases)."""
-        s = self.layer_sizes
-        return sum(a * b + b for a, b in zip(s[:-1], s[1:]))
-
-    @tf.Module.with_name_scope
-    def __call__(self, x, training: bool = False, seed=None) -> tf.Tensor:
-        """Computes the logits.
+    def __call__(self, images, training: bool = False, seed=None) -> tf.Tensor:
+        """float32 logits ``(n, num_classes)`` of a batch of images.
 
         Args:
-          x: float images ``(n, 28, 28)`` or flat ``(n, 784)`` (in general ``(n, input_size)``
-            or ``(n, h, h)`` with ``h * h == input_size``).
-          training: a Python bool; dropout is applied only when True (and ``dropout_rate > 0``).
-          seed: int32/int64 shape-``[2]`` tensor seeding the dropout masks (e.g. ``[seed, step]``);
-            each layer folds its index into it, so layers get different masks.
-
-        Returns:
-          float32 logits of shape ``(n, num_classes)``.
+          images: float images ``(n, 28, 28)`` or flat ``(n, 784)``, normalized as in notMNIST.pickle.
+          training: a Python bool: apply dropout (when ``dropout_rate > 0``).
+          seed: int32/int64 tensor of shape [2] seeding the dropout masks (layer ``i`` folds in ``i``).
 
         Raises:
-          ValueError: wrong input shape, or ``training=True`` with dropout and no ``seed``.
+          ValueError: a wrong input shape, or dropout without a seed of shape [2].
         """
-        x = tf.convert_to_tensor(x)
-        x = tf.reshape(x, [-1, self._check_input_shape(x.shape)])
+        x = tf.cast(images, tf.float32)
+        x = tf.reshape(x, [-1, _flat_size(x.shape, self.input_size)])
         if self.deskew:
             side = math.isqrt(self.input_size)
             x = tf.reshape(augment.deskew(tf.reshape(x, [-1, side, side])), [-1, self.input_size])
-        dropout = bool(training) and self.dropout_rate > 0.0
+        dropout = bool(training) and self.dropout_rate > 0
         if dropout:
-            if seed is None:
-                raise ValueError("training with dropout needs a seed (a shape-[2] integer tensor)")
-            seed = tf.convert_to_tensor(seed)
-            if seed.dtype not in (tf.int32, tf.int64) or seed.shape.as_list() != [2]:
-                raise ValueError(f"seed must be an int32/int64 tensor of shape [2], got {seed.dtype.name} "
-                                 f"{seed.shape}")
-        h = tf.cast(x, self.compute_dtype)
-        last = len(self._weights) - 1
-        matmul = matmul_for_training if training else tf.matmul
-        for i, (w, b) in enumerate(zip(self._weights, self._biases)):
-            h = matmul(h, tf.cast(w, self.compute_dtype)) + tf.cast(b, self.compute_dtype)
+            seed = _check_seed(seed)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = tf.matmul(x, w) + b
             if i < last:
-                h = tf.nn.relu(h)
+                x = tf.nn.relu(x)
                 if dropout:
                     layer_seed = tf.random.experimental.stateless_fold_in(seed, i)
-                    h = tf.nn.experimental.stateless_dropout(h, self.dropout_rate, seed=layer_seed)
-        return tf.cast(h, tf.float32)
-
-    def _check_input_shape(self, shape: tf.TensorShape) -> int:
-        """Returns the flat feature size after checking ``shape``; ValueError if it does not fit."""
-        dims = shape.as_list() if shape.rank is not None else None
-        expected = f"(n, {self.input_size})"
-        side = math.isqrt(self.input_size)
-        if side * side == self.input_size:
-            expected += f" or (n, {side}, {side})"
-        ok = dims is not None and (
-            (len(dims) == 2 and dims[1] == self.input_size)
-            or (len(dims) == 3 and dims[1] == dims[2] == side and side * side == self.input_size))
-        if not ok:
-            raise ValueError(f"input must have shape {expected}, got {shape}")
-        return self.input_size
+                    x = tf.nn.experimental.stateless_dropout(x, self.dropout_rate, seed=layer_seed)
+        return x
 
 
-@tf.custom_gradient
-def matmul_for_training(x: tf.Tensor, w: tf.Tensor):
-    """``x @ w``, whose gradient for ``x`` is computed as ``(w @ dy^T)^T`` instead of ``dy @ w^T``.
+def cross_entropy(logits: tf.Tensor, labels: tf.Tensor, global_batch_size: int | None = None) -> tf.Tensor:
+    """Mean softmax cross-entropy of logits ``(n, k)`` and int labels ``(n,)``: the course's loss.
 
-    The same sums (so the same gradient up to float rounding); TensorFlow's own
-    gradient multiplies by ``w`` transposed (``transpose_b``), a path the CPU
-    kernels of this TensorFlow build run slowly (``bare_step`` vs ``bare_step
-    fast-dx`` in results/train_throughput.md).
+    A tf.distribute replica sees only part of the batch: with ``global_batch_size`` (the whole
+    batch) its loss is that part's share of the mean, and the replicas' losses add up to it.
     """
-    def grad(dy):
-        return tf.transpose(tf.matmul(w, dy, transpose_b=True)), tf.matmul(x, dy, transpose_a=True)
-
-    return tf.matmul(x, w), grad
-
-
-def softmax_cross_entropy(logits, labels) -> tf.Tensor:
-    """Mean softmax cross-entropy, computed in float32 with the fused op.
-
-    Args:
-      logits: ``(n, k)`` float logits (any float dtype; cast to float32).
-      labels: int class indices ``(n,)`` (sparse op) or one-hot ``(n, k)`` (dense op).
-
-    Returns:
-      A float32 scalar.
-
-    Raises:
-      ValueError: labels of rank other than 1 or 2.
-    """
-    logits = tf.cast(logits, tf.float32)
-    labels = tf.convert_to_tensor(labels)
-    if labels.shape.rank == 1:
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
-    elif labels.shape.rank == 2:
-        losses = tf.nn.softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.float32), logits=logits)
-    else:
-        raise ValueError(f"labels must be (n,) class indices or (n, k) one-hot, got shape {labels.shape}")
-    return tf.reduce_mean(losses)
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    if global_batch_size is None:
+        return tf.reduce_mean(per_example)
+    return tf.reduce_sum(per_example) / global_batch_size
 
 
 def l2_penalty(model: MLP, beta: float) -> tf.Tensor:
     """The course's L2 term ``beta * sum(tf.nn.l2_loss(W))`` = ``beta / 2 * sum(W**2)``, weights only.
-
-    Args:
-      model: the network.
-      beta: regularization strength, >= 0.
-
-    Returns:
-      A float32 scalar.
 
     Raises:
       ValueError: negative ``beta``.
@@ -264,6 +130,59 @@ def l2_penalty(model: MLP, beta: float) -> tf.Tensor:
     return tf.cast(beta, tf.float32) * tf.add_n([tf.nn.l2_loss(w) for w in model.weights])
 
 
+def loss_fn(model: MLP, images, labels, *, l2_beta: float = 0.0, training: bool = False, seed=None,
+            global_batch_size: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(loss, logits)``: the cross-entropy plus, with ``l2_beta > 0``, the L2 penalty.
+
+    (``scale_regularization_loss`` keeps the penalty on one device and gives each of ``r``
+    tf.distribute replicas ``1 / r`` of it, so that their sum counts it once.)
+    """
+    logits = model(images, training=training, seed=seed)
+    loss = cross_entropy(logits, labels, global_batch_size)
+    if l2_beta > 0:
+        loss = loss + tf.nn.scale_regularization_loss(l2_penalty(model, l2_beta))
+    return loss, logits
+
+
+def correct_predictions(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """How many argmax predictions equal ``labels``, as a float32 (summable over batches and replicas)."""
+    predictions = tf.argmax(logits, axis=1, output_type=labels.dtype)
+    return tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32))
+
+
+def train_step(model: MLP, optimizer, images, labels, *, l2_beta: float = 0.0, seed=None,
+               global_batch_size: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """One step of minibatch gradient descent.
+
+    The tape records the forward pass; ``tape.gradient`` back-propagates the loss to every
+    weight and bias (the chain rule that ``reference/backprop.py`` writes out in numpy), and
+    the optimizer moves each variable against its gradient.
+
+    Args:
+      model: the network.
+      optimizer: anything with ``apply_gradients(pairs)``: ``training.optimizers``' or Keras's.
+      images, labels: the minibatch.
+      l2_beta: weight of the L2 penalty.
+      seed: the dropout seed (``MLP.__call__``).
+      global_batch_size: see ``cross_entropy``.
+
+    Returns:
+      ``(loss, correct)`` of the minibatch, before the update.
+    """
+    with tf.GradientTape() as tape:
+        loss, logits = loss_fn(model, images, labels, l2_beta=l2_beta, training=True, seed=seed,
+                               global_batch_size=global_batch_size)
+    variables = model.trainable_variables
+    gradients = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(gradients, variables))
+    return loss, correct_predictions(logits, labels)
+
+
+def eval_step(model: MLP, images, labels) -> tf.Tensor:
+    """How many of ``images`` the model labels right (no dropout)."""
+    return correct_predictions(model(images), labels)
+
+
 def accuracy(predictions, labels) -> float:
     """The course's accuracy in percent: ``100 * mean(argmax(predictions, 1) == labels)``.
 
@@ -271,14 +190,10 @@ def accuracy(predictions, labels) -> float:
       predictions: ``(n, k)`` scores, probabilities or logits (numpy or tensor).
       labels: int class indices ``(n,)`` or one-hot ``(n, k)``.
 
-    Returns:
-      Accuracy in percent, a Python float.
-
     Raises:
       ValueError: empty input or mismatched shapes.
     """
-    predictions = np.asarray(predictions)
-    labels = np.asarray(labels)
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
     if predictions.ndim != 2 or predictions.shape[0] == 0:
         raise ValueError(f"predictions must be a non-empty (n, k) array, got shape {predictions.shape}")
     if labels.ndim == 2:
@@ -290,31 +205,44 @@ def accuracy(predictions, labels) -> float:
     return float(100.0 * np.mean(np.argmax(predictions, 1) == labels))
 
 
-def flops_per_example(layer_sizes: Sequence[int], backward: bool = True) -> int:
-    """Floating-point operations of the matmuls for one example (a multiply-add counts 2).
+def parameter_count(layer_sizes: Sequence[int]) -> int:
+    """Weights plus biases of fully connected layers of these widths, e.g. ``(784, 1024, 10)``."""
+    return sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
 
-    With layers ``(a_i, b_i)`` = consecutive entries of ``layer_sizes``:
-      forward  = sum_i 2 a_i b_i
-      backward = sum_i 2 a_i b_i              (weight gradients, every layer)
-               + sum_{i>0} 2 a_i b_i          (input gradients; the first layer needs none)
-    so a training step costs ``3 * forward - 2 a_0 b_0``. Biases, ReLUs,
-    dropout and the softmax are elementwise and not counted.
 
-    Args:
-      layer_sizes: widths from input to logits, e.g. ``MLP.layer_sizes``.
-      backward: include the backward pass (training) or not (inference).
+# ----------------------------------------------------------------------------- argument checks
 
-    Returns:
-      The FLOP count per example.
 
-    Raises:
-      ValueError: fewer than two sizes or a non-positive size.
-    """
-    sizes = [int(s) for s in layer_sizes]
-    if len(sizes) < 2 or min(sizes) <= 0:
-        raise ValueError(f"layer_sizes needs at least two positive sizes, got {tuple(layer_sizes)}")
-    products = [2 * a * b for a, b in zip(sizes[:-1], sizes[1:])]
-    forward = sum(products)
-    if not backward:
-        return forward
-    return forward + sum(products) + sum(products[1:])
+def _check_arguments(sizes, dropout_rate, init, init_stddev, seed, deskew) -> None:
+    def integer(x):
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+    for ok, message in [
+            (all(integer(s) and s > 0 for s in sizes), f"layer sizes must be positive integers, got {sizes}"),
+            (0.0 <= float(dropout_rate) < 1.0, f"dropout_rate must be in [0, 1), got {dropout_rate!r}"),
+            (init in INITS, f"init must be one of {INITS}, got {init!r}"),
+            (float(init_stddev) > 0.0, f"init_stddev must be > 0, got {init_stddev!r}"),
+            (integer(seed), f"seed must be an integer, got {seed!r}"),
+            (not deskew or math.isqrt(sizes[0]) ** 2 == sizes[0],
+             f"deskew needs square images, but input_size {sizes[0]} is not a square number")]:
+        if not ok:
+            raise ValueError(message)
+
+
+def _flat_size(shape: tf.TensorShape, input_size: int) -> int:
+    """``input_size`` if ``shape`` is ``(n, input_size)`` or ``(n, h, h)`` with ``h * h == input_size``."""
+    side = math.isqrt(input_size)
+    dims = shape.as_list() if shape.rank is not None else None
+    if dims is None or not (dims[1:] == [input_size] or (side * side == input_size and dims[1:] == [side, side])):
+        square = f" or (n, {side}, {side})" if side * side == input_size else ""
+        raise ValueError(f"input must have shape (n, {input_size}){square}, got {shape}")
+    return input_size
+
+
+def _check_seed(seed) -> tf.Tensor:
+    if seed is None:
+        raise ValueError("training with dropout needs a seed (a shape-[2] integer tensor)")
+    seed = tf.convert_to_tensor(seed)
+    if seed.dtype not in (tf.int32, tf.int64) or seed.shape.as_list() != [2]:
+        raise ValueError(f"seed must be an int32/int64 tensor of shape [2], got {seed.dtype.name} {seed.shape}")
+    return seed

@@ -32,7 +32,7 @@ def body(argv: Sequence[str] | None) -> int:
 
     import tensorflow as tf
 
-    from dnn_tf.model import MLP, l2_penalty, softmax_cross_entropy
+    from dnn_tf.model import MLP, loss_fn
     from dnn_tf.reference.backprop import numpy_backprop
 
     rng = np.random.default_rng(args.seed)
@@ -40,7 +40,7 @@ def body(argv: Sequence[str] | None) -> int:
     y = rng.integers(0, 10, args.batch).astype(np.int32)
     model = MLP(hidden, init="he", seed=args.seed)
     with tf.GradientTape() as tape:
-        loss = softmax_cross_entropy(model(x), y) + l2_penalty(model, args.beta)
+        loss, _ = loss_fn(model, x, y, l2_beta=args.beta)
     params = model.weights + model.biases
     tape_grads = [g.numpy() for g in tape.gradient(loss, params)]
     ref_loss, dws, dbs = numpy_backprop([w.numpy() for w in model.weights],

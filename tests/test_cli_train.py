@@ -96,12 +96,12 @@ def test_list_presets(capsys):
 def test_flags_and_set_override_the_preset():
     args = train_cli.build_parser().parse_args(
         ["--preset", "relu1024", "--hidden-sizes", "64,32", "--batch-size", "none", "--xla",
-         "--mixed-precision", "false", "--set", "l2_beta=1e-3", "--set", "steps=7", "--seed", "3",
+         "--deskew", "false", "--set", "l2_beta=1e-3", "--set", "steps=7", "--seed", "3",
          "--set", "log_every=2"])
     preset = train_cli.make_preset(args)
     config, settings = preset.config, preset.settings
     assert config.hidden_sizes == (64, 32) and config.batch_size is None and settings.xla is True
-    assert config.mixed_precision is False and config.l2_beta == 1e-3 and config.steps == 7 and config.seed == 3
+    assert config.deskew is False and config.l2_beta == 1e-3 and config.steps == 7 and config.seed == 3
     assert settings.log_every == 2 and preset.name == "relu1024"
     assert config.learning_rate == PRESETS["relu1024"].config.learning_rate
     for f in ("decay_steps", "train_subset", "steps_per_call", "max_shift", "checkpoint_every", "strategy"):

@@ -128,7 +128,7 @@ def test_mirrored_on_two_logical_cpus_matches_single_device(data_file):
     assert_same_curve(out["uneven_mirrored"], out["uneven_default"])
 
 
-def test_mirrored_checkpoint_resume_divergence_export_and_mixed_precision(data_file, tmp_path):
+def test_mirrored_checkpoint_resume_divergence_export_and_xla_refusal(data_file, tmp_path):
     out = run_script(f"""
         import os
         out = {str(tmp_path)!r}
@@ -164,7 +164,6 @@ def test_mirrored_checkpoint_resume_divergence_export_and_mixed_precision(data_f
         reader = tf.train.load_checkpoint(ckpt)
         weights = [reader.get_tensor(n) for n, _ in tf.train.list_variables(ckpt) if "model/" in n]
 
-        mixed = run(config.replace(mixed_precision=True, hidden_sizes=(32,), init="he", steps=61))
         try:
             run(config.replace(xla=True))
             xla = None
@@ -177,7 +176,6 @@ def test_mirrored_checkpoint_resume_divergence_export_and_mixed_precision(data_f
             "max_prediction_diff": float(np.abs(exported - in_memory).max()),
             "diverged": diverged, "last_good": ckpt, "weights_finite": bool(weights)
                 and all(bool(np.all(np.isfinite(w))) for w in weights),
-            "mixed_acc": mixed.valid_accuracy, "mixed_loss": losses(mixed)[-1], "mixed_replicas": mixed.replicas,
             "xla": xla}}))
     """, data_file)
     # resume: a checkpoint written on one device continues on two, on the same trajectory
@@ -192,8 +190,7 @@ def test_mirrored_checkpoint_resume_divergence_export_and_mixed_precision(data_f
     step = int(re.search(r"(?:at|by) step (\d+);", out["diverged"]).group(1))
     assert 1 <= int(out["last_good"].rsplit("-", 1)[1]) <= step + 1  # checkpoint N = after N steps
     assert out["last_good"] in out["diverged"] and out["weights_finite"]
-    # mixed precision works on replicas; XLA is refused with a clear error
-    assert out["mixed_replicas"] == 2 and out["mixed_acc"] > 80 and np.isfinite(out["mixed_loss"])
+    # XLA is refused with a clear error
     assert "xla is not supported with strategy 'mirrored'" in out["xla"]
 
 

@@ -1,4 +1,4 @@
-"""Tests of dnn_tf.model: gradients against hand-written backprop, init, dropout, precision, errors."""
+"""Tests of dnn_tf.model: gradients against hand-written backprop, the loss, the steps, init, dropout, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dnn_tf.model import MLP, TRUNCATED_NORMAL_STD, accuracy, flops_per_example, l2_penalty, softmax_cross_entropy
+from dnn_tf.model import (
+    MLP,
+    TRUNCATED_NORMAL_STD,
+    accuracy,
+    cross_entropy,
+    eval_step,
+    l2_penalty,
+    loss_fn,
+    parameter_count,
+    train_step,
+)
 from dnn_tf.reference.backprop import numpy_backprop
 
 # Gradients agree to float32 round-off: max |diff| <= GRAD_RTOL * max |gradient|.
@@ -26,7 +36,7 @@ def _batch(n=32, size=784, seed=0, classes=10):
 
 def _tape_gradients(model, x, y, beta):
     with tf.GradientTape() as tape:
-        loss = softmax_cross_entropy(model(x), y) + l2_penalty(model, beta)
+        loss, _ = loss_fn(model, x, y, l2_beta=beta)
     grads = tape.gradient(loss, model.weights + model.biases)
     k = len(model.weights)
     return float(loss), [g.numpy() for g in grads[:k]], [g.numpy() for g in grads[k:]]
@@ -93,18 +103,58 @@ def test_l2_penalty_is_half_beta_sum_of_squares_on_weights_only():
         l2_penalty(model, -1.0)
 
 
-def test_softmax_cross_entropy_values_and_label_forms():
+def test_cross_entropy_values_and_global_batch_share():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(8, 10)).astype(np.float32)
-    y = rng.integers(0, 10, 8)
+    y = rng.integers(0, 10, 8).astype(np.int32)
     shifted = logits - logits.max(1, keepdims=True)
     expected = np.mean(np.log(np.exp(shifted).sum(1)) - shifted[np.arange(8), y])
-    assert float(softmax_cross_entropy(logits, y)) == pytest.approx(expected, rel=1e-5)
-    assert float(softmax_cross_entropy(logits, np.eye(10)[y])) == pytest.approx(expected, rel=1e-5)
-    half = softmax_cross_entropy(tf.constant(logits, tf.float16), y)
-    assert half.dtype == tf.float32
+    assert float(cross_entropy(logits, y)) == pytest.approx(expected, rel=1e-5)
+    # A replica holding 8 of a global batch of 32 contributes its share, a quarter of its mean.
+    assert float(cross_entropy(logits, y, global_batch_size=32)) == pytest.approx(expected / 4, rel=1e-5)
+    # On 8 of 8 the share is the mean itself, to the bit.
+    assert float(cross_entropy(logits, y, global_batch_size=8)) == float(cross_entropy(logits, y))
     with pytest.raises(ValueError):
-        softmax_cross_entropy(logits, np.zeros((8, 10, 1)))
+        cross_entropy(logits, np.zeros((8, 10, 1), np.int32))
+
+
+def test_loss_fn_adds_the_l2_penalty_only_when_asked():
+    model = MLP((6,), init="he", seed=2)
+    x, y = _batch(n=16)
+    plain, logits = loss_fn(model, x, y)
+    np.testing.assert_array_equal(logits.numpy(), model(x).numpy())
+    assert float(plain) == pytest.approx(float(cross_entropy(model(x), y)), rel=1e-7)
+    penalized, _ = loss_fn(model, x, y, l2_beta=0.01)
+    assert float(penalized) == pytest.approx(float(plain) + float(l2_penalty(model, 0.01)), rel=1e-6)
+
+
+def test_train_step_is_one_sgd_update_and_reports_the_batch_before_it():
+    model = MLP((8,), init="he", seed=1)
+    x, y = _batch(n=64, seed=3)
+    before = [v.numpy() for v in model.trainable_variables]
+    with tf.GradientTape() as tape:
+        expected_loss, logits = loss_fn(model, x, y, l2_beta=1e-3)
+    grads = [g.numpy() for g in tape.gradient(expected_loss, model.trainable_variables)]
+    expected_correct = int(np.sum(np.argmax(logits.numpy(), 1) == y))
+    loss, correct = train_step(model, tf.keras.optimizers.SGD(0.5), x, y, l2_beta=1e-3)
+    assert float(loss) == float(expected_loss) and float(correct) == expected_correct
+    for v, b, g in zip(model.trainable_variables, before, grads):
+        np.testing.assert_allclose(v.numpy(), b - 0.5 * g, rtol=1e-6, atol=1e-7)
+    # Repeated steps learn the batch.
+    sgd = tf.keras.optimizers.SGD(0.5)
+    step = tf.function(lambda: train_step(model, sgd, x, y))
+    first = float(step()[0])
+    for _ in range(30):
+        last, correct = step()
+    assert float(last) < 0.5 * first and float(correct) > 0.8 * len(y)
+
+
+def test_eval_step_counts_right_predictions_without_dropout():
+    model = MLP((16,), dropout_rate=0.5, seed=0)
+    x, y = _batch(n=40)
+    predictions = np.argmax(model(x).numpy(), 1)
+    y[:10] = predictions[:10]  # at least 10 right
+    assert float(eval_step(model, x, y)) == float(np.sum(predictions == y)) >= 10
 
 
 # ---------------------------------------------------------------- shapes
@@ -114,8 +164,8 @@ def test_shapes_and_properties():
     assert model.layer_sizes == (784, 1024, 10)
     assert [tuple(w.shape) for w in model.weights] == [(784, 1024), (1024, 10)]
     assert [tuple(b.shape) for b in model.biases] == [(1024,), (10,)]
-    assert model.num_parameters == 784 * 1024 + 1024 + 1024 * 10 + 10
-    assert model.num_parameters == sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert parameter_count(model.layer_sizes) == 784 * 1024 + 1024 + 1024 * 10 + 10
+    assert parameter_count(model.layer_sizes) == sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     images = np.zeros((3, 28, 28), np.float32)
     out = model(images)
     assert out.shape == (3, 10) and out.dtype == tf.float32
@@ -228,19 +278,6 @@ def test_works_in_tf_function_and_xla():
     assert not np.allclose(train_out.numpy(), eval_out.numpy())
 
 
-# ---------------------------------------------------------------- precision
-
-def test_float16_compute_returns_float32_logits_close_to_float32():
-    x, _ = _batch(n=16)
-    full = MLP((64, 32), init="he", seed=4)
-    half = MLP((64, 32), init="he", seed=4, compute_dtype=tf.float16)
-    assert all(v.dtype == tf.float32 for v in half.trainable_variables)
-    a, b = full(x).numpy(), half(x)
-    assert b.dtype == tf.float32
-    assert np.max(np.abs(a - b.numpy())) <= 1e-2 * np.max(np.abs(a))
-    assert not np.array_equal(a, b.numpy())  # really computed in half precision
-
-
 # ---------------------------------------------------------------- saving
 
 def test_checkpoint_and_saved_model_round_trip(tmp_path):
@@ -264,8 +301,7 @@ def test_checkpoint_and_saved_model_round_trip(tmp_path):
 @pytest.mark.parametrize("kwargs", [
     dict(hidden_sizes=(0,)), dict(hidden_sizes=(-3,)), dict(hidden_sizes=(2.5,)),
     dict(num_classes=0), dict(input_size=-1), dict(dropout_rate=1.0), dict(dropout_rate=-0.1),
-    dict(init="xavier"), dict(init_stddev=0.0), dict(seed=1.5), dict(compute_dtype=tf.int32),
-    dict(compute_dtype="nonsense"),
+    dict(init="xavier"), dict(init_stddev=0.0), dict(seed=1.5), dict(seed=True),
 ])
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
@@ -299,19 +335,6 @@ def test_accuracy_with_int_and_one_hot_labels():
         accuracy(predictions, np.eye(4)[labels])
     with pytest.raises(ValueError):
         accuracy(np.zeros((0, 3)), np.zeros(0))
-
-
-def test_flops_per_example_hand_count():
-    # 4 -> 3 -> 2: forward 2*4*3 + 2*3*2 = 36; backward: weight grads 36, input grad of
-    # the second layer only 2*3*2 = 12; total 84.
-    assert flops_per_example((4, 3, 2), backward=False) == 36
-    assert flops_per_example((4, 3, 2)) == 84
-    assert flops_per_example((784, 10)) == 2 * 2 * 784 * 10  # logreg: no input gradient at all
-    assert flops_per_example(MLP((1024,)).layer_sizes, backward=False) == 2 * (784 * 1024 + 1024 * 10)
-    with pytest.raises(ValueError):
-        flops_per_example((784,))
-    with pytest.raises(ValueError):
-        flops_per_example((784, 0, 10))
 
 
 def test_chain_rule_script_prints_matching_gradients(capsys):

@@ -330,17 +330,18 @@ def test_train_on_valid_appends_the_validation_split(data):
 # --------------------------------------------------------------------------- options
 
 
-def test_mixed_precision_and_xla_run_on_cpu_and_learn(data):
+def test_xla_runs_on_cpu_and_learns_like_the_plain_step(data):
     config = small(hidden_sizes=(32,), init="he", learning_rate=0.1, steps=121, log_every=60)
     base = fit(config, data)
-    mixed = fit(config.replace(mixed_precision=True), data)
     xla = fit(config.replace(xla=True, steps_per_call=20), data)
     assert base.valid_accuracy > 90
-    for other in (mixed, xla):
-        assert abs(other.valid_accuracy - base.valid_accuracy) <= 5
-        assert math.isfinite(other.history[-1]["loss"]) and other.steps == 121
-    assert mixed.model.compute_dtype == tf.float16
-    assert mixed.model.weights[0].dtype == tf.float32
+    assert abs(xla.valid_accuracy - base.valid_accuracy) <= 5
+    assert math.isfinite(xla.history[-1]["loss"]) and xla.steps == 121
+    # The same step: XLA changes the float rounding (and draws its own random numbers: offset batching
+    # has none), not the math.
+    first = [fit(config.replace(batching="offset", steps=1, **xla), data).history[0]["loss"]
+             for xla in ({}, dict(xla=True))]
+    np.testing.assert_allclose(first[1], first[0], rtol=1e-5)
 
 
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])

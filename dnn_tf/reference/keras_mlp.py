@@ -45,7 +45,7 @@ def check_config(config: TrainConfig) -> None:
     """Raises ValueError naming what of ``config`` plain ``model.fit`` cannot honour."""
     jitter = [f"{name}={getattr(config, name)}" for name in JITTER_FIELDS if getattr(config, name)]
     problems = [f"input jitter ({', '.join(jitter)})"] if jitter else []
-    problems += [f"{name}=True" for name in ("deskew", "mixed_precision") if getattr(config, name)]
+    problems += ["deskew=True"] if config.deskew else []
     if config.batch_size is None:
         problems.append("batch_size=None (fit takes minibatches, not full-batch gradient descent)")
     if config.batching != "shuffle":

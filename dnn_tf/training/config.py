@@ -96,7 +96,6 @@ class TrainConfig(_Fields):
     deskew: bool = _field(False, "straighten every image's slant before the first layer, in training and "
                                  "at inference")
     seed: int = _field(0, "fixes initialization, shuffling, dropout and jitter")
-    mixed_precision: bool = _field(False, "float16 compute, float32 variables and loss")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))

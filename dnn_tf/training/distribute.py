@@ -7,20 +7,19 @@
   logical CPU devices); ``"multiworker"``: ``MultiWorkerMirroredStrategy`` over the
   machines of ``TF_CONFIG``.
 
-The training step is the same function for all three (``train.train_step`` runs under
-``strategy.run``). ``TrainConfig.batch_size`` is the GLOBAL batch: it is gathered
-once, cut into one contiguous slice per replica (``replica_slice``), each replica's
-loss is its slice's share of the global mean, and the optimizer sums the replicas'
-gradients, so an update equals the single-device one on the same batch (up to float
-rounding). Dropout masks are drawn per replica. On a cluster the chief writes the
-run folder; worker ``i`` writes its own to ``<run>/worker-i``.
+Every strategy runs the same ``model.train_step`` (``run_step``). ``TrainConfig.batch_size``
+is the GLOBAL batch: it is gathered once, cut into one contiguous slice per replica
+(``replica_slice``), each replica's loss is its slice's share of the global mean, and the
+optimizer sums the replicas' gradients, so an update equals the single-device one on the
+same batch (up to float rounding). Dropout masks are drawn per replica. On a cluster the
+chief writes the run folder; worker ``i`` writes its own to ``<run>/worker-i``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 
@@ -151,15 +150,26 @@ def replica_slice(batch_size: int, replica: int, replicas: int) -> tuple[int, in
     return replica * batch_size // replicas, (replica + 1) * batch_size // replicas
 
 
-def agree_on_finite(grads: list[tf.Tensor]) -> list[tf.Tensor]:
-    """Makes every replica's gradients non-finite when any replica's are (call in replica context).
+def run_step(strategy: tf.distribute.Strategy, step_fn: Callable, images: tf.Tensor, labels: tf.Tensor,
+             seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Runs ``step_fn(images, labels, seed, global_batch_size) -> (loss, correct)`` where the strategy says.
 
-    The loss-scale optimizer decides per replica whether to skip a step; with
-    this, all replicas skip the same steps (an overflow on one replica must not
-    let the others apply the summed, infinite, gradient).
+    On one device it is simply called (``global_batch_size`` None: the batch is all there is). On
+    replicas each gets its slice of the batch and the
+    dropout seed with its replica id folded in, and their losses (each its share of the
+    global mean) and counts are summed.
     """
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-    overflows = tf.distribute.get_replica_context().all_reduce(  # replicas with non-finite gradients
-        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
-    poison = tf.where(overflows > 0, float("nan"), 0.0)
-    return [g + tf.cast(poison, g.dtype) for g in grads]
+    batch = int(images.shape[0])
+    if not is_distributed(strategy):
+        return step_fn(images, labels, seed, None)
+
+    def split(context):
+        start, stop = replica_slice(batch, context.replica_id_in_sync_group, context.num_replicas_in_sync)
+        return images[start:stop], labels[start:stop]
+
+    def replica_step(images, labels):
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return step_fn(images, labels, tf.random.experimental.stateless_fold_in(seed, replica), batch)
+
+    per_replica = strategy.run(replica_step, args=strategy.experimental_distribute_values_from_function(split))
+    return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica)

@@ -1,12 +1,11 @@
-"""Training and evaluation: ``train_and_evaluate(config, data)`` -> ``TrainResult``.
+"""The training loop: ``train_and_evaluate(config, data)`` -> ``TrainResult``.
 
-The shape of Flax's MNIST example: ``loss_fn``, a short ``train_step`` (one
-replica's update), ``eval_step``, and ``train_and_evaluate`` around them. The
-training set lives on the device as tensors; one compiled call (``tf.function``,
-XLA with ``settings.xla``) runs ``settings.steps_per_call`` optimizer steps, each
-gathering its minibatch in-graph (``inputs``), so Python only calls the compiled
-function, logs and checkpoints between calls. The same ``train_step`` runs on one
-device (TensorFlow's default strategy) and on tf.distribute replicas (``distribute``).
+The shape of Flax's MNIST example around ``model.train_step`` and ``model.eval_step``.
+The training set lives on the device as tensors; one compiled call (``tf.function``,
+XLA with ``settings.xla``) runs ``settings.steps_per_call`` steps, each gathering its
+minibatch in-graph (``inputs``) and running ``model.train_step`` where the strategy says
+(``distribute.run_step``), so Python only calls the compiled function, logs and
+checkpoints between calls.
 
 Conventions (the course's): the loss and minibatch accuracy logged at step N are
 those of step N's minibatch before its update; the validation accuracy logged at
@@ -24,15 +23,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
+from dnn_tf import model as model_lib
 from dnn_tf.data import dataset
-from dnn_tf.model import MLP, l2_penalty, softmax_cross_entropy
+from dnn_tf.model import MLP
 from dnn_tf.notmnist import IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES
 from dnn_tf.progress import bar as progress_bar
 from dnn_tf.training import distribute, inference, inputs
 from dnn_tf.training.checkpoints import Checkpoints
 from dnn_tf.training.config import RunSettings, TrainConfig
 from dnn_tf.training.interrupt import TrainingInterrupted, deferred_sigint
-from dnn_tf.training.optimizers import create_optimizer, learning_rate_at, learning_rate_schedule
+from dnn_tf.training.optimizers import Optimizer, create_optimizer, learning_rate_at, learning_rate_schedule
 from dnn_tf.training.run_dir import RunDir
 
 EVAL_BATCH = 10000  # examples per forward pass when evaluating
@@ -83,7 +83,7 @@ class TrainState:
     """The mutable training state: model, optimizer and counters (all tf.Variables)."""
 
     model: MLP
-    optimizer: Any
+    optimizer: Optimizer
     schedule: Any  # a LearningRateSchedule or a float
     step: tf.Variable  # optimizer steps done = index of the next step
     first_bad_step: tf.Variable  # first step with a non-finite loss, -1 if none
@@ -118,11 +118,10 @@ def training_arrays(config: TrainConfig, data: Mapping[str, np.ndarray]) -> dict
 
 
 def create_model(config: TrainConfig) -> MLP:
-    """The network of ``config`` (float16 compute with ``mixed_precision``)."""
-    return MLP(hidden_sizes=config.hidden_sizes, num_classes=NUM_CLASSES, input_size=IMAGE_PIXELS,
+    """The network of ``config``."""
+    return MLP(config.hidden_sizes, num_classes=NUM_CLASSES, input_size=IMAGE_PIXELS,
                dropout_rate=config.dropout_rate, init=config.init, init_stddev=config.init_stddev,
-               seed=config.seed, compute_dtype=tf.float16 if config.mixed_precision else tf.float32,
-               deskew=config.deskew)
+               seed=config.seed, deskew=config.deskew)
 
 
 def create_train_state(config: TrainConfig, num_train: int) -> TrainState:
@@ -146,66 +145,28 @@ def create_train_state(config: TrainConfig, num_train: int) -> TrainState:
         permutation=counter(tf.range(num_train, dtype=tf.int64), "permutation") if shuffled else None)
 
 
-# --------------------------------------------------------------------------- the step
-
-
-def loss_fn(model: MLP, config: TrainConfig, logits: tf.Tensor, labels: tf.Tensor, share: float) -> tf.Tensor:
-    """Cross-entropy + L2 of one replica: ``share`` (its examples / the global batch) of the global loss."""
-    loss = softmax_cross_entropy(logits, labels)
-    if share != 1:
-        loss = loss * share
-    if config.l2_beta > 0:
-        loss = loss + tf.nn.scale_regularization_loss(l2_penalty(model, config.l2_beta))
-    return loss
-
-
-def train_step(config: TrainConfig, state: TrainState, images, labels, step, global_batch: int):
-    """One replica's update on its slice of step ``step``'s minibatch (call under ``strategy.run``).
-
-    Returns:
-      This replica's share of the loss and its number of correct predictions, before the update.
-    """
-    context = tf.distribute.get_replica_context()
-    seed = inputs.stream_seed(config.seed, step, inputs.DROPOUT_STREAM)
-    if context.num_replicas_in_sync > 1:  # per-replica dropout masks
-        seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
-    variables = state.model.trainable_variables
-    with tf.GradientTape() as tape:
-        logits = state.model(images, training=True, seed=seed)
-        loss = loss_fn(state.model, config, logits, labels, int(images.shape[0]) / global_batch)
-        scaled = state.optimizer.scale_loss(loss) if config.mixed_precision else loss
-    grads = tape.gradient(scaled, variables)
-    if config.mixed_precision and context.num_replicas_in_sync > 1:
-        grads = distribute.agree_on_finite(grads)
-    state.optimizer.apply_gradients(zip(grads, variables))  # sums the replicas' gradients
-    hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32))
-    return loss, hits
+# --------------------------------------------------------------------------- the compiled calls
 
 
 def make_train_fn(config: TrainConfig, settings: RunSettings, state: TrainState, strategy,
                   batch_fn: Callable) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-    """Compiles ``train(count) -> (loss, accuracy %)`` of the last of ``count`` steps."""
+    """Compiles ``train(count) -> (loss, accuracy %)``: ``count`` steps, the numbers of the last one."""
+
+    def step_fn(images, labels, seed, global_batch_size):
+        return model_lib.train_step(state.model, state.optimizer, images, labels, l2_beta=config.l2_beta,
+                                    seed=seed, global_batch_size=global_batch_size)
 
     def one_step():
         step = state.step.read_value()
         images, labels = batch_fn(step)
         images = inputs.jitter(config, images, step)
-        batch = int(images.shape[0])
-
-        def split(ctx):
-            start, stop = distribute.replica_slice(batch, ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync)
-            return images[start:stop], labels[start:stop]
-
-        if distribute.is_distributed(strategy):
-            images, labels = strategy.experimental_distribute_values_from_function(split)
-        losses, hits = strategy.run(lambda x, y: train_step(config, state, x, y, step, batch), args=(images, labels))
-        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-        acc = 100.0 * strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None) / batch
+        seed = inputs.stream_seed(config.seed, step, inputs.DROPOUT_STREAM)
+        loss, correct = distribute.run_step(strategy, step_fn, images, labels, seed)
         first = tf.logical_and(state.first_bad_step < 0, tf.logical_not(tf.math.is_finite(loss)))
         state.first_bad_step.assign(tf.where(first, step, state.first_bad_step))
         state.bad_loss.assign(tf.where(first, loss, state.bad_loss))
         state.step.assign_add(1)
-        return loss, acc
+        return loss, 100.0 * correct / int(images.shape[0])
 
     @tf.function(jit_compile=settings.xla)
     def train(count):
@@ -220,18 +181,18 @@ def make_train_fn(config: TrainConfig, settings: RunSettings, state: TrainState,
 
 
 def make_eval_step(model: MLP) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """Compiles ``eval_step(images, labels) -> number of right predictions`` (in batches of EVAL_BATCH)."""
+    """Compiles ``evaluate(images, labels) -> number right``: ``model.eval_step`` in batches of EVAL_BATCH."""
 
     @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE], tf.float32),
                                   tf.TensorSpec([None], tf.int32)])
-    def eval_step(images, labels):
+    def evaluate(images, labels):
         total = tf.constant(0, tf.int64)
         for start in tf.range(0, tf.shape(images)[0], EVAL_BATCH):
-            pred = tf.argmax(model(images[start:start + EVAL_BATCH]), axis=1, output_type=tf.int32)
-            total += tf.reduce_sum(tf.cast(tf.equal(pred, labels[start:start + EVAL_BATCH]), tf.int64))
+            batch = slice(start, start + EVAL_BATCH)
+            total += tf.cast(model_lib.eval_step(model, images[batch], labels[batch]), tf.int64)
         return total
 
-    return eval_step
+    return evaluate
 
 
 def evaluate(eval_step, images: tf.Tensor, labels: tf.Tensor) -> float:
