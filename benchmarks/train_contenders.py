@@ -3,8 +3,8 @@
 * ``make_ours``: dnn_tf's compiled step (``train.make_train_fn``), with measurement
   variants that switch one part off (the deep preset's profile, ``train_deep``);
 * ``make_bare_step``: the floor, forward + backward + plain SGD in raw TensorFlow;
-* ``make_keras_fit``: ``model.fit`` of the equivalent ``tf.keras.Sequential`` on ``tf.data``;
-* ``make_tf1_feed_dict``: the course's ``tf.compat.v1`` session loop;
+* ``make_keras_fit``: ``model.fit`` of the same net built by ``dnn_tf.reference.keras_mlp`` on ``tf.data``;
+* ``make_tf1_feed_dict``: the course's ``tf.compat.v1`` session loop (``dnn_tf.reference.course_tf1``);
 * ``make_matmul``: bursts of float32 matmuls (the FLOP limit's denominator).
 
 Set-up (building, tracing) happens in ``make_*``; a contender's first ``run()`` may
@@ -23,6 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from dnn_tf.model import HE_GAIN, MLP
+from dnn_tf.reference import keras_mlp
+from dnn_tf.reference.course_tf1 import CourseTF1
 from dnn_tf.training import distribute, inputs
 from dnn_tf.training import loop as dtrain
 
@@ -155,21 +157,19 @@ def make_bare_step(hidden: Sequence[int], batch: int, images: np.ndarray, labels
 
 def make_keras_fit(hidden: Sequence[int], batch: int, images: np.ndarray, labels: np.ndarray, steps: int,
                    optimizer=None, dropout: float = 0.0) -> Callable[[], float]:
-    """``model.fit`` on a tf.data pipeline; times steps 1..steps-1 of each fit call (steady state).
+    """``model.fit`` of ``keras_mlp.build_mlp`` (He init, no L2) on a tf.data pipeline; times steps
+    1..steps-1 of each fit call (steady state).
 
     Args:
       optimizer: the Keras optimizer (default ``SGD(LEARNING_RATE)``).
       dropout: a ``Dropout`` layer of this rate after every hidden layer (0: none).
     """
     keras = tf.keras
-    layers = [keras.Input((IMAGE_PIXELS,))]
-    for h in hidden:
-        layers += [keras.layers.Dense(h, activation="relu")] + ([keras.layers.Dropout(dropout)] if dropout else [])
-    model = keras.Sequential(layers + [keras.layers.Dense(NUM_CLASSES)])
+    model = keras_mlp.build_mlp(hidden, dropout_rate=dropout, init="he")
     model.compile(optimizer=optimizer or keras.optimizers.SGD(LEARNING_RATE),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     n = images.shape[0]
-    ds = (tf.data.Dataset.from_tensor_slices((images.reshape(n, IMAGE_PIXELS), labels)).cache()
+    ds = (tf.data.Dataset.from_tensor_slices((images, labels)).cache()
           .shuffle(n, seed=SEED).batch(batch, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE))
 
     class Clock(keras.callbacks.Callback):
@@ -192,44 +192,21 @@ def make_keras_fit(hidden: Sequence[int], batch: int, images: np.ndarray, labels
 
 def make_tf1_feed_dict(hidden: Sequence[int], batch: int, images: np.ndarray, labels: np.ndarray,
                        steps: int) -> tuple[Callable[[], float], Callable[[], None]]:
-    """The course's graph + session loop. Returns (run, close)."""
-    v1 = tf.compat.v1
-    n = images.shape[0]
-    train_dataset = images.reshape(n, IMAGE_PIXELS)
-    train_labels = (np.arange(NUM_CLASSES) == labels[:, None]).astype(np.float32)  # the course's one-hot
+    """The course's graph + session loop (``course_tf1.CourseTF1``), He-scaled truncated-normal init.
+
+    Returns (run, close); ``run`` times ``steps`` more steps (the offset into the data carries on).
+    """
     sizes = (IMAGE_PIXELS, *hidden, NUM_CLASSES)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf_train_dataset = v1.placeholder(tf.float32, shape=(batch, IMAGE_PIXELS))
-        tf_train_labels = v1.placeholder(tf.float32, shape=(batch, NUM_CLASSES))
-        h = tf_train_dataset
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w = tf.Variable(v1.truncated_normal([a, b], stddev=float(np.sqrt(2.0 / a)), seed=SEED + i))
-            bias = tf.Variable(tf.zeros([b]))
-            h = tf.matmul(h, w) + bias
-            if i < len(sizes) - 2:
-                h = tf.nn.relu(h)
-        logits = h
-        loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=tf_train_labels, logits=logits))
-        optimizer = v1.train.GradientDescentOptimizer(LEARNING_RATE).minimize(loss)
-        train_prediction = tf.nn.softmax(logits)
-        init = v1.global_variables_initializer()
-    session = v1.Session(graph=graph)
-    session.run(init)
-    counter = [0]
+    init = [(tf.random.stateless_truncated_normal((a, b), (SEED, i), stddev=float(np.sqrt(2.0 / a))).numpy(),
+             np.zeros(b, np.float32)) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    course = CourseTF1(images, labels, hidden, batch, learning_rate=LEARNING_RATE, init=init)
 
     def run() -> float:
         t0 = time.perf_counter()
-        for _ in range(steps):
-            offset = (counter[0] * batch) % (train_labels.shape[0] - batch)
-            batch_data = train_dataset[offset:(offset + batch), :]
-            batch_labels = train_labels[offset:(offset + batch), :]
-            feed_dict = {tf_train_dataset: batch_data, tf_train_labels: batch_labels}
-            _, _, _ = session.run([optimizer, loss, train_prediction], feed_dict=feed_dict)
-            counter[0] += 1
+        course.train(steps)
         return time.perf_counter() - t0
 
-    return run, session.close
+    return run, course.close
 
 
 def matmul_shapes(layer_sizes: Sequence[int], batch: int) -> list[tuple[int, int, int]]:

@@ -9,8 +9,9 @@ Contenders, interleaved in rounds like the rest of train_throughput (medians):
   SGD in raw TensorFlow (``train_contenders.make_bare_step``); ``bare_step fast-dx``
   the same with dnn_tf's cheaper input-gradient matmul (``model.matmul_for_training``),
   so that deep_preset against it shows what Adam, dropout, L2 and jitter cost;
-* ``keras_fit``: ``model.fit`` of the equivalent ``tf.keras.Sequential`` with the same
-  Adam, schedule and dropout (no L2 and no jitter: less work than ours);
+* ``keras_fit``: ``model.fit`` of the same net as ``dnn_tf.reference.keras_mlp`` builds it
+  (``train_contenders.make_keras_fit``) with the same Adam, schedule and dropout (no L2 and
+  no jitter: less work than ours);
 * the profile: the deep preset with one part switched off (or swapped) at a time;
   the time a variant saves is that part's cost. The step's random draws, the
   in-graph NaN guard, the host-side finiteness check after every call and the
@@ -244,9 +245,9 @@ def render_deep(deep: dict) -> list[str]:
         f"xla={deep['xla']}); `bare_step`: the same net and batch, forward + backward + `w -= lr * g` in raw "
         "TensorFlow, data resident, in-graph batch (TensorFlow's own gradients); `bare_step fast-dx`: the same with "
         "the input gradients computed as dnn_tf's MLP does (`model.matmul_for_training`: `(w @ dy^T)^T` instead of "
-        "TensorFlow's slow `dy @ w^T` on this CPU build); `keras_fit`: `model.fit` of the equivalent Sequential with "
-        "the same Adam and schedule and `Dropout` layers (no L2, no jitter). The other rows are the profile's "
-        "variants.",
+        "TensorFlow's slow `dy @ w^T` on this CPU build); `keras_fit`: `model.fit` of the same net as "
+        "`dnn_tf.reference.keras_mlp` builds it, with the same Adam and schedule and `Dropout` layers (no L2, no "
+        "jitter). The other rows are the profile's variants.",
         "",
         table,
         "",

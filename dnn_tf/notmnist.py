@@ -24,6 +24,9 @@ COURSE_VALID_SIZE = 10_000
 COURSE_TEST_SIZE = 10_000
 COURSE_SEED = 133
 
+# The splits of notMNIST.pickle (its keys: keys(split)).
+SPLITS = ("train", "valid", "test")
+SANITIZED_SPLITS = ("valid_sanitized", "test_sanitized")  # valid, test without train's duplicates
 
 # Images of a prepared dataset lie in [-0.5, 0.5]; anything beyond [-1, 1] was not normalized.
 PIXEL_BOUND = 1.0
@@ -86,3 +89,16 @@ def check_images(name: str, images: Any) -> None:
         hint = RAW_PIXELS_HINT if low >= 0 and high > PIXEL_BOUND else "run dnn-tf-prepare"
         raise DataError(f"{name} must hold normalized pixels in [-{PIXEL_BOUND:g}, {PIXEL_BOUND:g}], got "
                         f"{low:g}..{high:g}: {hint}")
+
+
+def keys(split: str) -> tuple[str, str]:
+    """The pickle keys of ``split``: ``("test_dataset", "test_labels")``, ``("test_dataset_sanitized", ...)``.
+
+    Raises:
+      ValueError: an unknown split.
+    """
+    if split not in SPLITS + SANITIZED_SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS + SANITIZED_SPLITS)}")
+    base, _, suffix = split.partition("_")
+    suffix = "_" + suffix if suffix else ""
+    return f"{base}_dataset{suffix}", f"{base}_labels{suffix}"

@@ -2,11 +2,11 @@
 
 The course (ud730, assignment 2) wrote its models as ``tf.compat.v1`` graphs: placeholders
 fed per step, ``tf.Variable(tf.truncated_normal(...))``, a dense softmax cross-entropy on
-one-hot labels, ``GradientDescentOptimizer(0.5)`` and ``session.run`` with a ``feed_dict``.
-Here those graphs (in a ``tf.Graph`` of their own, so the test process stays eager) and our
-compiled train step start from the same weights, see the same batches and must log the
-same per-step losses (the loss of each step's batch before its update) up to float32
-rounding: ours uses the sparse cross-entropy and Keras's SGD, the course the dense one and
+one-hot labels, ``GradientDescentOptimizer(0.5)`` and ``session.run`` with a ``feed_dict``
+(``dnn_tf.reference.course_tf1``). Here those graphs (in a ``tf.Graph`` of their own, so the
+test process stays eager) and our compiled train step start from the same weights, see the
+same batches and must log the same per-step losses (the loss of each step's batch before its
+update) up to float32 rounding: ours uses the sparse cross-entropy and Keras's SGD, the course the dense one and
 ``GradientDescentOptimizer``.
 
 Data: logistic regression runs on the stripes fixture, the hidden-layer net on the glyph
@@ -23,12 +23,13 @@ import tensorflow as tf
 from fixtures import make_dataset, make_stripes_dataset
 
 from dnn_tf.notmnist import IMAGE_PIXELS, NUM_CLASSES
+from dnn_tf.reference.course_tf1 import BATCH_SIZE, LEARNING_RATE, CourseTF1
 from dnn_tf.training import distribute, inputs, loop
 from dnn_tf.training.config import RunSettings, TrainConfig
 
 STEPS = 300
-COURSE_LR = 0.5  # assignment 2's learning rate, for gradient descent and SGD alike
-COURSE_BATCH = 128  # assignment 2's SGD minibatch
+COURSE_LR = LEARNING_RATE  # assignment 2's learning rate, for gradient descent and SGD alike
+COURSE_BATCH = BATCH_SIZE  # assignment 2's SGD minibatch
 COURSE_GD_SUBSET = 10000  # assignment 2's gradient descent trains on the first 10,000 examples
 COURSE_HIDDEN = 1024  # assignment 2's one hidden layer of ReLUs
 COURSE_STDDEV = 1.0  # tf.truncated_normal's default stddev, the course's init
@@ -42,54 +43,6 @@ INIT_SEED = 17
 # curves by up to 4e-6, so 1e-5 still holds where the two sides' rounding drifts apart; a
 # real difference (a batch one example off, a 1% different learning rate) moves them by far more.
 RTOL = 1e-5
-
-
-def course_losses(images: np.ndarray, labels: np.ndarray, init: list[tuple[np.ndarray, np.ndarray]],
-                  batch_size: int | None, steps: int) -> np.ndarray:
-    """The course's training loop, written the course's way; returns the loss of every step.
-
-    Args:
-      images: ``(n, 28, 28)`` float32 training images.
-      labels: ``(n,)`` int class indices (made one-hot here, as the course's ``reformat`` did).
-      init: ``(weights, biases)`` per layer, assigned over the course's own init.
-      batch_size: the minibatch, or None for full-batch gradient descent on all of ``images``.
-      steps: optimizer steps.
-    """
-    train_dataset = images.reshape(-1, IMAGE_PIXELS).astype(np.float32)
-    train_labels = (np.arange(NUM_CLASSES) == labels[:, None]).astype(np.float32)
-    graph = tf.Graph()
-    with graph.as_default():
-        if batch_size is None:  # gradient descent: the whole set is a constant of the graph
-            tf_train_dataset = tf.constant(train_dataset)
-            tf_train_labels = tf.constant(train_labels)
-        else:
-            tf_train_dataset = tf.compat.v1.placeholder(tf.float32, shape=(batch_size, IMAGE_PIXELS))
-            tf_train_labels = tf.compat.v1.placeholder(tf.float32, shape=(batch_size, NUM_CLASSES))
-        logits, assigns = tf_train_dataset, []
-        for i, (w0, b0) in enumerate(init):
-            if i:  # a hidden layer: ReLUs before the next matmul
-                logits = tf.nn.relu(logits)
-            weights = tf.Variable(tf.compat.v1.truncated_normal(w0.shape))
-            biases = tf.Variable(tf.zeros(b0.shape))
-            assigns += [weights.assign(w0), biases.assign(b0)]
-            logits = tf.matmul(logits, weights) + biases
-        loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=tf_train_labels, logits=logits))
-        optimizer = tf.compat.v1.train.GradientDescentOptimizer(COURSE_LR).minimize(loss)
-    losses = []
-    with tf.compat.v1.Session(graph=graph) as session:
-        tf.compat.v1.global_variables_initializer().run()
-        session.run(assigns)
-        for step in range(steps):
-            if batch_size is None:
-                _, l = session.run([optimizer, loss])  # noqa: E741 - the course's name
-            else:
-                offset = (step * batch_size) % (train_labels.shape[0] - batch_size)
-                batch_data = train_dataset[offset:(offset + batch_size), :]
-                batch_labels = train_labels[offset:(offset + batch_size), :]
-                feed_dict = {tf_train_dataset: batch_data, tf_train_labels: batch_labels}
-                _, l = session.run([optimizer, loss], feed_dict=feed_dict)  # noqa: E741
-            losses.append(l)
-    return np.asarray(losses, np.float32)
 
 
 def our_losses(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
@@ -142,7 +95,8 @@ def test_loss_curve_matches_the_course_graph(request, name, data, hidden_sizes, 
     config = TrainConfig(hidden_sizes=hidden_sizes, init_stddev=COURSE_STDDEV, optimizer="sgd",
                          learning_rate=COURSE_LR, batch_size=batch_size, batching="offset", steps=STEPS)
     init = shared_init(hidden_sizes, COURSE_STDDEV)
-    course = course_losses(images, labels, init, batch_size, STEPS)
+    with CourseTF1(images, labels, hidden_sizes, batch_size, learning_rate=COURSE_LR, init=init) as graph:
+        course = graph.train(STEPS)
     assert tf.executing_eagerly()  # the course's graph stayed in its own tf.Graph
     ours = our_losses(config, images, labels, init)
     largest_abs, largest_rel = differences(ours, course)
@@ -151,3 +105,16 @@ def test_loss_curve_matches_the_course_graph(request, name, data, hidden_sizes, 
     assert course.shape == ours.shape == (STEPS,) and np.all(np.isfinite(course))
     assert course[-1] < course[0] / 10  # it trained: the curves compared are not flat
     np.testing.assert_allclose(ours, course, rtol=RTOL, atol=0)
+
+
+def test_course_loop_carries_its_step_over_calls(stripes):
+    """What the benchmark relies on: ``train`` twice is ``train`` once for as many steps (offset included)."""
+    images, labels = stripes["train_dataset"][:300], stripes["train_labels"][:300]
+    init = shared_init((), COURSE_STDDEV)
+    with CourseTF1(images, labels, init=init) as once, CourseTF1(images, labels, init=init) as twice:
+        whole = once.train(10)  # 300 - 128 = 172: the offset wraps at step 2
+        halves = np.concatenate([twice.train(4), twice.train(6)])
+    np.testing.assert_array_equal(halves, whole)
+    assert twice.step == 10 and len(np.unique(whole)) == 10
+    with pytest.raises(ValueError, match=r"init has weights of shapes \[\(784, 10\)\], the net needs"):
+        CourseTF1(images, labels, hidden_sizes=(16,), init=init)

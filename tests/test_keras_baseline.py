@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from fixtures import RESULT_KEYS, make_stripes_dataset
 
-from dnn_tf.model import MLP, l2_penalty
+from dnn_tf.model import MLP, l2_penalty, parameter_count
 from dnn_tf.reference import keras_mlp
 from dnn_tf.report import tables
 from dnn_tf.training import presets
@@ -76,9 +76,29 @@ def test_deep_preset_budget():
 @pytest.mark.parametrize("hidden_sizes", [(), (1024,), (2048, 1024, 512)])
 def test_as_many_parameters_as_our_mlp(hidden_sizes):
     model = keras_mlp.build_model(CONFIG.replace(hidden_sizes=hidden_sizes))
-    assert model.count_params() == MLP(hidden_sizes).num_parameters
+    assert model.count_params() == parameter_count((784, *hidden_sizes, 10))
+    assert model.count_params() == sum(int(np.prod(v.shape)) for v in MLP(hidden_sizes).trainable_variables)
     dropouts = [layer.rate for layer in model.layers if isinstance(layer, tf.keras.layers.Dropout)]
     assert dropouts == [CONFIG.dropout_rate] * len(hidden_sizes)
+
+
+def test_build_mlp_from_sizes_alone():
+    """What the benchmarks build: layers, defaults (the course's init, no L2) and a refused init."""
+    model = keras_mlp.build_mlp((64, 32), dropout_rate=0.5)
+    assert model.input_shape == (None, 28, 28) and model.output_shape == (None, 10)
+    kinds = [(type(layer).__name__, getattr(layer, "units", None) or getattr(layer, "rate", None))
+             for layer in model.layers]
+    assert kinds == [("Flatten", None), ("Dense", 64), ("Dropout", 0.5), ("Dense", 32), ("Dropout", 0.5),
+                     ("Dense", 10)]
+    assert [layer.activation.__name__ for layer in model.layers if isinstance(layer, tf.keras.layers.Dense)] == [
+        "relu", "relu", "linear"]
+    assert model.losses == []  # no L2 unless asked
+    first = model.layers[1].kernel.numpy()  # truncated normal of stddev 1: actual stddev 0.88, as ours
+    assert first.std() == pytest.approx(0.8796, rel=0.03) and np.abs(first).max() <= 2.0
+    he = keras_mlp.build_mlp((8,), init="he").layers[1].kernel.numpy()
+    assert he.std() == pytest.approx(math.sqrt(2 / 784), rel=0.05)
+    with pytest.raises(ValueError, match="init must be one of"):
+        keras_mlp.build_mlp((8,), init="glorot")
 
 
 def test_l2_term_and_init_agree_with_ours():
@@ -101,7 +121,7 @@ def test_l2_term_and_init_agree_with_ours():
 
 @pytest.mark.parametrize("overrides, word", [
     ({"batching": "offset"}, "batching='offset'"), ({"batch_size": None}, "batch_size=None"),
-    ({"mixed_precision": True}, "mixed_precision"), ({"deskew": True}, "deskew"), ({"max_shift": 1}, "max_shift=1"),
+    ({"deskew": True}, "deskew"), ({"max_shift": 1}, "max_shift=1"),
     ({"max_rotation": 5.0}, "max_rotation"), ({"max_scale": 0.1}, "max_scale"), ({"max_shear": 0.1}, "max_shear"),
 ])
 def test_configs_it_cannot_honour_raise(data, overrides, word):

@@ -172,13 +172,6 @@ def test_json_roundtrip(results, tmp_path):
     assert empty["runs"] == [] and empty["aggregated"] == [] and empty["extra"] == {}
 
 
-def test_mlp_param_count():
-    assert tables.mlp_param_count(()) == 784 * 10 + 10
-    assert tables.mlp_param_count((1024,)) == 784 * 1024 + 1024 + 1024 * 10 + 10
-    with pytest.raises(ValueError):
-        tables.mlp_param_count((0,))
-
-
 def test_report_does_not_import_tensorflow():
     import subprocess
 

@@ -9,11 +9,13 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from fixtures import make_fixture_archive
 from PIL import Image
 
 from dnn_tf.cli import reproduce
+from dnn_tf.data import dataset
 from dnn_tf.report import results_dir
 from dnn_tf.training import presets
 from dnn_tf.training.run_dir import RunDir
@@ -110,7 +112,13 @@ def test_writes_results_json(workspace):
     extra = report["extra"]
     assert extra["total_seconds"] > 0 and extra["quick"] is True
     assert extra["prepare"]["sizes"]["train"] == 160 and extra["prepare"]["mode"] == "single-archive"
-    assert extra["prepare"]["duplicates"]["exact"]["within"]["train"] >= 0
+    prepared = json.loads((workspace["data"] / "prepare_report.json").read_text())
+    assert extra["prepare"]["duplicates"] == prepared["duplicates"]
+    data = dataset.load(workspace["data"] / "notMNIST.pickle")
+    for split in ("train", "valid", "test"):  # exact repeats within a split: images minus distinct images
+        images = data[f"{split}_dataset"].reshape(len(data[f"{split}_dataset"]), -1)
+        repeats = len(images) - len(np.unique(images, axis=0))
+        assert extra["prepare"]["duplicates"]["exact"]["within"][split] == repeats, split
     assert extra["run_names"] == ALL_RUNS and extra["deep_plots_run"] in ("deep_seed0", "deep_seed1")
     assert sorted(extra["plots"]) == sorted(PLOTS)
 

@@ -24,8 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from dnn_tf.data.safe_pickle import load_pickle
-from dnn_tf.data.splits import SANITIZED_SPLITS, SPLITS, keys
-from dnn_tf.notmnist import NUM_CLASSES, DataError, check_images
+from dnn_tf.notmnist import NUM_CLASSES, SANITIZED_SPLITS, SPLITS, DataError, check_images, keys
 
 COURSE_KEYS = tuple(k for split in SPLITS for k in keys(split))
 SANITIZED_KEYS = tuple(k for split in SANITIZED_SPLITS for k in keys(split))

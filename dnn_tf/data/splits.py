@@ -26,28 +26,14 @@ from dnn_tf.notmnist import (
     IMAGE_SIZE,
     LETTERS,
     NUM_CLASSES,
+    SPLITS,
     DataError,
+    keys,
 )
 
 HOLDOUT_FRACTION = 0.1  # single-archive default: this fraction of each class for valid, and again for test
 
-SPLITS = ("train", "valid", "test")
-SANITIZED_SPLITS = ("valid_sanitized", "test_sanitized")  # valid and test without images duplicating train
-
 logger = logging.getLogger(__name__)
-
-
-def keys(split: str) -> tuple[str, str]:
-    """The pickle keys of ``split``: ``("test_dataset", "test_labels")``, ``("test_dataset_sanitized", ...)``.
-
-    Raises:
-      ValueError: an unknown split.
-    """
-    if split not in SPLITS + SANITIZED_SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS + SANITIZED_SPLITS)}")
-    base, _, suffix = split.partition("_")
-    suffix = "_" + suffix if suffix else ""
-    return f"{base}_dataset{suffix}", f"{base}_labels{suffix}"
 
 
 def check_size(name: str, size: int | None) -> None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from dnn_tf.model import accuracy
 from dnn_tf.notmnist import IMAGE_SIZE, NUM_CLASSES
-from dnn_tf.training.config import TrainConfig
+from dnn_tf.training.config import INITS, TrainConfig
 from dnn_tf.training.distribute import default_device
 from dnn_tf.training.loop import EVAL_BATCH, training_arrays
 from dnn_tf.training.optimizers import learning_rate_at, learning_rate_schedule
@@ -57,28 +57,43 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"the Keras baseline cannot honour {', '.join(problems)}{hint}")
 
 
-def build_model(config: TrainConfig) -> tf.keras.Sequential:
-    """The MLP of ``config`` as Keras layers: Flatten, (Dense ReLU, Dropout) per hidden layer, Dense logits.
+def build_mlp(hidden_sizes: Sequence[int], dropout_rate: float = 0.0, l2_beta: float = 0.0,
+              init: str = "truncated_normal", init_stddev: float = 1.0) -> tf.keras.Sequential:
+    """Our MLP as Keras layers: Flatten, (Dense ReLU, Dropout) per hidden layer, Dense logits.
 
-    Every kernel gets ``config``'s init and an L2 of ``l2_beta / 2 * sum(W**2)`` (ours:
-    ``l2_beta * tf.nn.l2_loss(W)``); biases start at zero and are not penalized.
+    Takes (n, 28, 28) images. Every kernel gets ``init`` (``TrainConfig.init``: "truncated_normal"
+    of ``init_stddev``, or "he") and, for ``l2_beta > 0``, an L2 of ``l2_beta / 2 * sum(W**2)``
+    (ours: ``l2_beta * tf.nn.l2_loss(W)``); biases start at zero and are not penalized. The
+    benchmarks build the Keras contender from it too, so there is one Keras version of the net.
+
+    Raises:
+      ValueError: an unknown ``init``.
     """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
     def initializer():
-        if config.init == "he":  # truncated normal with the actual stddev sqrt(2 / fan_in), as ours
+        if init == "he":  # truncated normal with the actual stddev sqrt(2 / fan_in), as ours
             return tf.keras.initializers.HeNormal()
-        return tf.keras.initializers.TruncatedNormal(stddev=config.init_stddev)
+        return tf.keras.initializers.TruncatedNormal(stddev=init_stddev)
 
     def dense(units, activation=None):
-        regularizer = tf.keras.regularizers.L2(config.l2_beta / 2) if config.l2_beta > 0 else None
+        regularizer = tf.keras.regularizers.L2(l2_beta / 2) if l2_beta > 0 else None
         return tf.keras.layers.Dense(units, activation, kernel_initializer=initializer(),
                                      kernel_regularizer=regularizer)
 
     layers = [tf.keras.Input((IMAGE_SIZE, IMAGE_SIZE)), tf.keras.layers.Flatten()]
-    for width in config.hidden_sizes:
+    for width in hidden_sizes:
         layers.append(dense(width, "relu"))
-        if config.dropout_rate > 0:
-            layers.append(tf.keras.layers.Dropout(config.dropout_rate))
+        if dropout_rate > 0:
+            layers.append(tf.keras.layers.Dropout(dropout_rate))
     return tf.keras.Sequential(layers + [dense(NUM_CLASSES)])
+
+
+def build_model(config: TrainConfig) -> tf.keras.Sequential:
+    """``build_mlp`` with ``config``'s hidden sizes, dropout, L2 and init."""
+    return build_mlp(config.hidden_sizes, dropout_rate=config.dropout_rate, l2_beta=config.l2_beta,
+                     init=config.init, init_stddev=config.init_stddev)
 
 
 def epoch_budget(steps: int, num_train: int, batch_size: int) -> tuple[int, int]:

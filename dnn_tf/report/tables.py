@@ -17,6 +17,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from dnn_tf.notmnist import COURSE_TEST_SIZE, COURSE_TRAIN_SIZE, COURSE_VALID_SIZE
+
 # The course's published test accuracy (%) per preset; presets not listed have none.
 COURSE_FIGURES: Mapping[str, float] = {"logreg_gd": 82.9, "logreg_sgd": 86.1, "deep": 97.1}
 
@@ -29,13 +31,6 @@ COURSE_NOTES: Mapping[str, str] = {
     "deep": "assignment 3, problem 4: the best deep-network test accuracy the course quotes, taken from "
             "a comment on the notMNIST dataset blog post (a target, not a course run with known settings)",
 }
-
-# The course's split of notMNIST_large (train, valid) and notMNIST_small (test).
-COURSE_TRAIN_SIZE = 200_000
-COURSE_VALID_SIZE = 10_000
-COURSE_TEST_SIZE = 10_000
-INPUT_SIZE = 28 * 28
-NUM_CLASSES = 10
 
 ACCURACY_KEYS = ("valid", "test", "test_sanitized")
 ROW_COLUMNS = ("preset", "course_test", "valid", "test", "test_sanitized", "train_examples", "train_on_valid",
@@ -332,15 +327,3 @@ def _plain(obj: Any) -> Any:
         return None
     return obj
 
-
-def mlp_param_count(hidden_sizes: Sequence[int], input_size: int = INPUT_SIZE,
-                    num_classes: int = NUM_CLASSES) -> int:
-    """Weights plus biases of a fully connected net (for accuracy-vs-parameters plots).
-
-    Raises:
-      ValueError: a non-positive layer size.
-    """
-    sizes = [int(input_size), *(int(h) for h in hidden_sizes), int(num_classes)]
-    if any(s <= 0 for s in sizes):
-        raise ValueError(f"layer sizes must be positive, got {sizes}")
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))

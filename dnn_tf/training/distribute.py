@@ -152,16 +152,15 @@ def replica_slice(batch_size: int, replica: int, replicas: int) -> tuple[int, in
 
 def run_step(strategy: tf.distribute.Strategy, step_fn: Callable, images: tf.Tensor, labels: tf.Tensor,
              seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Runs ``step_fn(images, labels, seed, global_batch_size) -> (loss, correct)`` where the strategy says.
+    """Runs ``step_fn(images, labels, seed=, global_batch_size=) -> (loss, correct)`` where the strategy says.
 
     On one device it is simply called (``global_batch_size`` None: the batch is all there is). On
-    replicas each gets its slice of the batch and the
-    dropout seed with its replica id folded in, and their losses (each its share of the
-    global mean) and counts are summed.
+    replicas each gets its slice of the batch and the dropout seed with its replica id folded in,
+    and their losses (each its share of the global mean) and counts are summed.
     """
     batch = int(images.shape[0])
     if not is_distributed(strategy):
-        return step_fn(images, labels, seed, None)
+        return step_fn(images, labels, seed=seed, global_batch_size=None)
 
     def split(context):
         start, stop = replica_slice(batch, context.replica_id_in_sync_group, context.num_replicas_in_sync)
@@ -169,7 +168,8 @@ def run_step(strategy: tf.distribute.Strategy, step_fn: Callable, images: tf.Ten
 
     def replica_step(images, labels):
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        return step_fn(images, labels, tf.random.experimental.stateless_fold_in(seed, replica), batch)
+        return step_fn(images, labels, seed=tf.random.experimental.stateless_fold_in(seed, replica),
+                       global_batch_size=batch)
 
     per_replica = strategy.run(replica_step, args=strategy.experimental_distribute_values_from_function(split))
     return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica)

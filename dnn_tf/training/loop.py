@@ -15,6 +15,7 @@ update used.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -84,7 +85,6 @@ class TrainState:
 
     model: MLP
     optimizer: Optimizer
-    schedule: Any  # a LearningRateSchedule or a float
     step: tf.Variable  # optimizer steps done = index of the next step
     first_bad_step: tf.Variable  # first step with a non-finite loss, -1 if none
     bad_loss: tf.Variable  # that loss
@@ -130,8 +130,7 @@ def create_train_state(config: TrainConfig, num_train: int) -> TrainState:
     Call inside the strategy's scope to create the variables on its replicas.
     """
     model = create_model(config)
-    schedule = learning_rate_schedule(config)
-    optimizer = create_optimizer(config, schedule)
+    optimizer = create_optimizer(config, learning_rate_schedule(config))
     optimizer.build(model.trainable_variables)
     shuffled = config.batching == "shuffle" and config.batch_size is not None
 
@@ -139,7 +138,7 @@ def create_train_state(config: TrainConfig, num_train: int) -> TrainState:
         return tf.Variable(value, dtype=dtype, trainable=False, name=name)
 
     return TrainState(
-        model=model, optimizer=optimizer, schedule=schedule, step=counter(0, "step"),
+        model=model, optimizer=optimizer, step=counter(0, "step"),
         first_bad_step=counter(-1, "first_bad_step"), bad_loss=counter(0.0, "bad_loss", tf.float32),
         epoch=counter(-1, "epoch"),
         permutation=counter(tf.range(num_train, dtype=tf.int64), "permutation") if shuffled else None)
@@ -152,9 +151,7 @@ def make_train_fn(config: TrainConfig, settings: RunSettings, state: TrainState,
                   batch_fn: Callable) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """Compiles ``train(count) -> (loss, accuracy %)``: ``count`` steps, the numbers of the last one."""
 
-    def step_fn(images, labels, seed, global_batch_size):
-        return model_lib.train_step(state.model, state.optimizer, images, labels, l2_beta=config.l2_beta,
-                                    seed=seed, global_batch_size=global_batch_size)
+    step_fn = functools.partial(model_lib.train_step, state.model, state.optimizer, l2_beta=config.l2_beta)
 
     def one_step():
         step = state.step.read_value()
@@ -234,8 +231,9 @@ def _check_finite(state: TrainState, config: TrainConfig, ckpts: Checkpoints | N
     last_good = None if ckpts is None else ckpts.drop_from(bad) if bad >= 0 else ckpts.latest
     what = (f"loss became {float(state.bad_loss.numpy())} at step {bad}" if bad >= 0
             else f"weights became non-finite by step {int(state.step.numpy()) - 1}")
+    rate = learning_rate_at(state.optimizer.learning_rate, max(bad, 0))
     raise TrainingDiverged(
-        f"{what}; lower the learning rate (now {learning_rate_at(state.schedule, max(bad, 0)):g}, config "
+        f"{what}; lower the learning rate (now {rate:g}, config "
         f"learning_rate={config.learning_rate:g}) or init_stddev, or check the data for NaN/inf; "
         f"last good checkpoint: {last_good or 'none'}")
 
@@ -324,7 +322,7 @@ def train_and_evaluate(config: TrainConfig, data: Mapping[str, np.ndarray], sett
                     if is_log:
                         entry = {"step": end, "loss": float(loss), "minibatch_accuracy": float(acc),
                                  "valid_accuracy": evaluate(eval_step, *tensors["valid"]),
-                                 "learning_rate": learning_rate_at(state.schedule, end),
+                                 "learning_rate": learning_rate_at(state.optimizer.learning_rate, end),
                                  "seconds": time.perf_counter() - t0}
                         history.append(entry)
                         bar.set_postfix(loss=f"{entry['loss']:.3f}", valid=f"{entry['valid_accuracy']:.1f}%")
