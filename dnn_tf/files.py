@@ -52,6 +52,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Makes a rename into ``folder`` durable (POSIX); a no-op where folders cannot be opened or synced."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -7,7 +7,9 @@ import hashlib
 import logging
 import os
 import random
+import socket
 import types
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -394,3 +396,37 @@ def test_resolve_sources_downloads_through_fetch(tmp_path):
     assert train == os.path.join(tmp_path / "dl", NAME) and read(train) == DATA and test is None
     with pytest.raises(DownloadError, match="unsupported URL scheme 'ftp'"):
         resolve_sources("ftp://127.0.0.1/x.tar.gz", None, str(tmp_path))
+
+
+
+
+def test_no_network_is_a_network_error_and_the_commands_say_how_to_run_offline(tmp_path, monkeypatch, capsys):
+    from dnn_tf.cli import OFFLINE_HINT
+    from dnn_tf.cli import prepare as prepare_cli
+    from dnn_tf.cli import reproduce as reproduce_cli
+
+    def no_dns(request, *args, **kwargs):  # what urlopen raises without a network: the name does not resolve
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    url = "https://example.org/notMNIST_small.tar.gz"
+    with pytest.raises(download.NetworkError, match="Name or service not known"):
+        fetch(url, tmp_path, **QUICK)
+    for main, argv in ((prepare_cli.main, ["--out", str(tmp_path)]),  # the course's own archives by default
+                       (reproduce_cli.main, ["--data-dir", str(tmp_path), "--train-archive", url])):
+        assert main([*argv, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.endswith(OFFLINE_HINT) and "Name or service not known" in err
+        assert "--train-archive" in err and "DATA=" in err
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".gz", ".part")]
+
+def test_refused_connection_is_a_network_error_a_server_error_is_not(server, tmp_path):
+    with socket.socket() as s:  # a port nothing listens on: bind one, note it, close it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(download.NetworkError, match="cannot connect"):
+        fetch(f"http://127.0.0.1:{port}/{NAME}", tmp_path, max_retries=1, **QUICK)
+    server.behaviour.fail_status, server.behaviour.fail_requests = 404, 1
+    with pytest.raises(DownloadError) as e:
+        fetch(server.url(NAME), tmp_path, max_retries=0, **QUICK)
+    assert not isinstance(e.value, download.NetworkError)

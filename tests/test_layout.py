@@ -30,7 +30,7 @@ EXPLICIT = {
     "dnn_tf.model": "model", "dnn_tf.reference.backprop": "model",
 }
 BY_PACKAGE = {"dnn_tf.data": "arrays", "dnn_tf.training": "metrics", "dnn_tf.reference": "metrics",
-              "dnn_tf.report": "report", "dnn_tf.cli": "cli"}
+              "dnn_tf.report": "report", "dnn_tf.demo": "report", "dnn_tf.cli": "cli"}
 FOREIGN_PRIVATE_OK: set[tuple[str, str]] = set()  # (module, name) exceptions: none
 
 

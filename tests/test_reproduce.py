@@ -14,10 +14,11 @@ import pytest
 from fixtures import make_fixture_archive
 from PIL import Image
 
+from dnn_tf import files
 from dnn_tf.cli import reproduce
 from dnn_tf.data import dataset
 from dnn_tf.report import results_dir
-from dnn_tf.training import presets
+from dnn_tf.training import presets, run_dir
 from dnn_tf.training.run_dir import RunDir
 
 # Every run of the --quick --seeds 0,1 workspace, in order (multi-seed presets once per seed).
@@ -47,7 +48,7 @@ def workspace(tmp_path_factory):
     ws = {"root": root, "archive": root / "notMNIST_fixture.tar.gz", "data": root / "data",
           "runs": root / "runs", "results": root / "results"}
     make_fixture_archive(ws["archive"], per_class=20, duplicates=3)
-    code = reproduce.main(_args(ws, "--seeds", "0,1"))
+    code = reproduce.main(_args(ws, "--seeds", "0,1", "--presets", "all"))
     assert code == 0
     return ws
 
@@ -70,7 +71,11 @@ def test_writes_results_md(workspace):
     assert re.search(r"\*\*deep\*\* \(2 runs, seeds 0, 1\)", md)
     assert re.search(r"\*\*deep_full\*\* \(2 runs, seeds 0, 1\): valid —", md)
     assert "- **deep_full** trained on the training and the validation images together" in md
-    assert "Quick smoke run" in md
+    assert md.count("SMOKE RUN") == 1 and "not results" in md
+    archive = workspace["archive"]
+    assert (f"**Archives:** {archive.name} ({archive.stat().st_size:,} bytes, SHA-256 "
+            f"{files.sha256_file(archive)})") in md
+    assert "**Every run trained in this invocation** (none reused)." in md
     assert re.search(r"\*\*Total wall time:\*\* [\d,.]+ s", md)
     assert re.search(r"\*\*Data preparation\*\* \(single-archive\): train 160, valid 20, test 20", md)
     dup = json.loads((workspace["data"] / "prepare_report.json").read_text())["duplicates"]["exact"]
@@ -120,6 +125,11 @@ def test_writes_results_json(workspace):
         repeats = len(images) - len(np.unique(images, axis=0))
         assert extra["prepare"]["duplicates"]["exact"]["within"][split] == repeats, split
     assert extra["run_names"] == ALL_RUNS and extra["deep_plots_run"] in ("deep_seed0", "deep_seed1")
+    source = extra["prepare"]["sources"]["train"]
+    archive = workspace["archive"]
+    assert source == {"name": archive.name, "size": archive.stat().st_size, "sha256": files.sha256_file(archive),
+                      "images": 203, "skipped_count": source["skipped_count"]}  # 200 + 3 planted copies
+    assert extra["presets"] == list(reproduce.RUN_ORDER) and extra["seeds"] == [0, 1]
     assert sorted(extra["plots"]) == sorted(PLOTS)
 
 
@@ -155,7 +165,8 @@ def test_rerun_reuses_finished_runs(workspace, capsys):
     metrics = {n: workspace["runs"] / n / "metrics.json" for n in ALL_RUNS}
     before = {n: p.stat().st_mtime_ns for n, p in metrics.items()}
     old = json.loads((workspace["results"] / "results.json").read_text())["runs"]
-    code, _, err = _run(capsys, *_args(workspace, "--seeds", "0,1", results=workspace["root"] / "again"))
+    code, _, err = _run(capsys, *_args(workspace, "--seeds", "0,1", "--presets", "all",
+                                       results=workspace["root"] / "again"))
     assert code == 0
     assert err.count("reusing finished run") == len(ALL_RUNS)
     assert "Training on" not in err
@@ -163,6 +174,33 @@ def test_rerun_reuses_finished_runs(workspace, capsys):
     new = json.loads((workspace["root"] / "again" / "results.json").read_text())
     assert [(r["valid"], r["test"]) for r in new["runs"]] == [(r["valid"], r["test"]) for r in old]
     assert new["extra"]["reused_runs"] == ALL_RUNS
+    md = (workspace["root"] / "again" / "results.md").read_text()
+    assert f"**Reused runs** (finished earlier with the same config, data and code): {', '.join(ALL_RUNS)}." in md
+
+
+def test_a_run_trained_by_other_code_is_not_reused(workspace, capsys, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    shutil.copytree(workspace["runs"] / "logreg_gd", runs / "logreg_gd")
+    ws = dict(workspace, runs=runs)
+    trained_by = json.loads((runs / "logreg_gd" / "run.json").read_text())["code_id"]
+    assert trained_by == run_dir.code_id() and len(trained_by) == 64
+    code, _, err = _run(capsys, *_args(ws, "--presets", "logreg_gd", results=tmp_path / "res"))
+    assert code == 0 and "reusing finished run" in err
+    run_dir.code_id.cache_clear()
+    monkeypatch.setattr(run_dir, "PACKAGE", tmp_path)  # as if the package's sources had changed
+    (tmp_path / "changed.py").write_text("x = 1\n")
+    try:
+        assert run_dir.code_id() != trained_by
+        code, _, err = _run(capsys, *_args(ws, "--presets", "logreg_gd", results=tmp_path / "res"))
+        assert code == 0 and "training into" in err and "reusing finished run" not in err
+    finally:
+        run_dir.code_id.cache_clear()
+
+
+def test_results_name_no_machine_path(workspace):
+    for name in ("results.md", "results.json"):
+        text = (workspace["results"] / name).read_text()
+        assert str(workspace["root"]) not in text and os.path.expanduser("~") + "/" not in text, name
 
 
 def test_force_retrains_and_presets_subset(workspace, capsys):
@@ -199,6 +237,56 @@ def test_resume_continues_an_interrupted_run(workspace, capsys):
     assert code == 0 and "resuming into" in err and "Resumed from" in err
     new = json.loads(metrics.read_text())
     assert (new["valid_accuracy"], new["test_accuracy"]) == (old["valid_accuracy"], old["test_accuracy"])
+
+
+def test_defaults_are_the_course_presets_and_deep_once_each():
+    args = reproduce.build_parser().parse_args([])
+    assert args.presets == (*presets.COURSE_PRESETS, "deep") and args.seeds == (0,)
+    assert "deep_full" not in args.presets and "keras_baseline" not in args.presets
+    assert reproduce.build_parser().parse_args(["--presets", "all"]).presets == reproduce.RUN_ORDER
+    runs = reproduce.run_configs(args.presets, args.seed, args.seeds, quick=False, num_train=1000)
+    assert [name for name, _ in runs] == ["logreg_gd", "logreg_sgd_seed0", "relu1024_seed0", "logreg_l2",
+                                          "relu1024_l2", "overfit_small", "relu1024_dropout", "deep_seed0"]
+
+
+def test_a_smoke_run_writes_under_runs_quick_and_never_over_real_results(workspace, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    real = tmp_path / "results"
+    real.mkdir()
+    (real / "results.json").write_text(json.dumps({"extra": {"quick": False}, "runs": []}))
+    before = (real / "results.json").read_text()
+    base = ["--train-archive", str(workspace["archive"]), "--data-dir", str(workspace["data"]), "--workers", "1",
+            "--quick", "--presets", "logreg_sgd"]
+    code, out, _ = _run(capsys, *base)
+    assert code == 0 and out.lstrip().startswith("SMOKE RUN")
+    assert (tmp_path / "runs" / "quick" / "logreg_sgd_seed0" / "metrics.json").is_file()
+    report = json.loads((tmp_path / "runs" / "quick" / "results" / "results.json").read_text())
+    assert report["extra"]["quick"] is True and not (tmp_path / "runs" / "logreg_sgd_seed0").exists()
+    code, _, err = _run(capsys, *base, "--results", str(real))  # asked to write over real results: refused
+    assert code == 2 and "never overwrites" in err and err.count("\n") == 1
+    assert (real / "results.json").read_text() == before and sorted(os.listdir(real)) == ["results.json"]
+
+
+def test_every_figure_of_a_smoke_run_says_so(workspace, monkeypatch, tmp_path):
+    texts = {}
+    real_save = results_dir.plots.save_figure
+
+    def save(fig, path):
+        texts[os.path.basename(path)] = [t.get_text() for t in fig.texts]
+        return real_save(fig, path)
+
+    monkeypatch.setattr(results_dir.plots, "save_figure", save)
+    data = dataset.load(workspace["data"] / "notMNIST.pickle")
+    metrics = {n: json.loads((workspace["runs"] / n / "metrics.json").read_text())
+               for n in ("logreg_sgd_seed0", "relu1024_seed0")}
+    weights = {n: __import__("dnn_tf.training.inference", fromlist=["x"]).layer_weights(workspace["runs"] / n)
+               for n in metrics}
+    for smoke in (True, False):
+        texts.clear()
+        written, _ = results_dir.write_plots(data, metrics, str(tmp_path / str(smoke)), predict=None,
+                                             layer_weights=weights.__getitem__, smoke=smoke)
+        assert len(texts) == len(written) >= 4
+        assert all((results_dir.SMOKE_MARK in t) == smoke for t in texts.values()), texts
 
 
 def test_missing_archive_is_one_line_exit_2(tmp_path, capsys):

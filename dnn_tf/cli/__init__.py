@@ -14,9 +14,13 @@ import sys
 from typing import Callable, Sequence
 
 from dnn_tf import console
+from dnn_tf.data.download import NetworkError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+# Ends the error of a download that found no network.
+OFFLINE_HINT = ("offline? run on a local archive instead: --train-archive path/to/notMNIST_small.tar.gz "
+                "(make reproduce DATA=path/to/notMNIST_small.tar.gz)")
 
 log = logging.getLogger("dnn_tf.cli")
 
@@ -81,6 +85,8 @@ def import_tensorflow(args: argparse.Namespace):
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None, prog: str) -> int:
     """Runs ``main(argv)``; ValueError/OSError become a one-line message and exit 2.
 
+    A download that found no network (``NetworkError``) also says how to work offline.
+
     Args:
       main: the command body; returns an exit status or None (0).
       argv: arguments (None: ``sys.argv[1:]``).
@@ -96,5 +102,7 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         return EXIT_INTERRUPTED
     except (ValueError, OSError) as e:  # includes UsageError, DataError, FileNotFoundError
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, NetworkError):
+            msg += f"; {OFFLINE_HINT}"
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE

@@ -2,15 +2,18 @@
 
     dnn-tf-reproduce                      # downloads notMNIST_large + notMNIST_small (the course's data)
     dnn-tf-reproduce --train-archive path/to/notMNIST_small.tar.gz    # offline: one archive, split three ways
-    dnn-tf-reproduce --quick ...          # every preset for a few steps: a smoke run
+    dnn-tf-reproduce --seeds 0,1,2 --presets all ...                 # the committed table: mean and spread
+    dnn-tf-reproduce --quick ...          # every preset for a few steps: a smoke run, into runs/quick/
 
-Steps: fetch/prepare the data (reusing what is prepared), train each preset into
-``runs/<preset>`` (``MULTI_SEED`` presets once per seed, into ``runs/<preset>_seed<N>``),
-then write ``results/results.md``, ``results/results.json`` and the plots.
+Steps: fetch/prepare the data (reusing what is prepared), train each preset (by default the
+course's and ours, ``deep``, seed 0) into ``runs/<preset>`` (``MULTI_SEED`` presets once per
+seed, into ``runs/<preset>_seed<N>``), then write ``results/results.md``,
+``results/results.json`` and the plots.
 
 Nothing is lost on a crash or Ctrl-C: a finished run keeps its ``metrics.json`` and the
-next invocation reuses every finished run whose config and data are unchanged
+next invocation reuses every finished run whose config, data and code are unchanged
 (``--force`` retrains); ``--resume`` continues interrupted runs from their last checkpoint.
+A smoke run writes only under ``runs/quick/`` and never over a results folder of real runs.
 """
 
 from __future__ import annotations
@@ -42,19 +45,24 @@ PROG = "dnn-tf-reproduce"
 DEFAULT_DATA_DIR = "data"
 DEFAULT_RUNS_DIR = "runs"
 DEFAULT_RESULTS_DIR = "results"
-KERAS_BASELINE = "keras_baseline"  # deep's net, optimizer and step budget in plain Keras (keras_baseline.py)
+KERAS_BASELINE = "keras_baseline"  # deep's net, optimizer and step budget in plain Keras (reference/keras_mlp.py)
 RUN_ORDER = (*presets.PRESET_ORDER, KERAS_BASELINE)
+ALL = "all"  # --presets all: RUN_ORDER
+DEFAULT_PRESETS = (*presets.COURSE_PRESETS, "deep")  # the course's models and ours, once each
 # Run once per seed of --seeds, reported as mean and spread (the presets with a target in the README).
 MULTI_SEED = ("logreg_sgd", "relu1024", "deep", "deep_full", KERAS_BASELINE)
 DEFAULT_SEED = 0
-DEFAULT_DEEP_SEEDS = (0, 1, 2)
+DEFAULT_SEEDS = (0,)
 QUICK_OVERRIDES = presets.QUICK_OVERRIDES  # --quick: every preset for a few steps (smoke runs and tests)
 QUICK_STEPS = QUICK_OVERRIDES["steps"]
+QUICK_DIR = "quick"  # --quick: runs/quick/<run> and runs/quick/results
 
 logger = logging.getLogger("dnn_tf.cli.reproduce")
 
 
 def _presets(text: str) -> tuple[str, ...]:
+    if text.strip() == ALL:
+        return RUN_ORDER
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in RUN_ORDER]
     if not names or unknown:
@@ -84,16 +92,20 @@ def build_parser() -> ArgumentParser:
                         help=f"archive/folder/URL of the test images (default: {download.CANONICAL_TEST} when "
                              "--train-archive is not given, else split from the training archive)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="downloads and prepared pickles (default: data)")
-    parser.add_argument("--runs", default=DEFAULT_RUNS_DIR,
-                        help="one folder per run: checkpoints, SavedModel, metrics.json, tb/ (default: runs)")
-    parser.add_argument("--results", default=DEFAULT_RESULTS_DIR, help="results.md/json and plots (default: results)")
-    parser.add_argument("--presets", type=_presets, default=RUN_ORDER,
-                        help="comma-separated presets (default: all, in order: " + ",".join(RUN_ORDER) + ")")
-    parser.add_argument("--seeds", type=_seeds, default=DEFAULT_DEEP_SEEDS,
-                        help=f"seeds of {', '.join(MULTI_SEED)}, reported as mean and spread (default: 0,1,2)")
+    parser.add_argument("--runs", default=None,
+                        help="one folder per run: checkpoints, SavedModel, metrics.json, tb/ (default: runs; "
+                             f"with --quick: runs/{QUICK_DIR})")
+    parser.add_argument("--results", default=None,
+                        help=f"results.md/json and plots (default: results; with --quick: runs/{QUICK_DIR}/results)")
+    parser.add_argument("--presets", type=_presets, default=DEFAULT_PRESETS,
+                        help=f"comma-separated presets, or '{ALL}' (default: {','.join(DEFAULT_PRESETS)}; all: "
+                             + ",".join(RUN_ORDER) + ")")
+    parser.add_argument("--seeds", type=_seeds, default=DEFAULT_SEEDS,
+                        help=f"seeds of {', '.join(MULTI_SEED)}, reported as mean and spread (default: 0)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the other presets (default: 0)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"every preset for {QUICK_STEPS} steps (a smoke run, not results)")
+                        help=f"every preset for {QUICK_STEPS} steps: a smoke run, not results, written under "
+                             f"runs/{QUICK_DIR}/")
     parser.add_argument("--workers", type=positive_int, default=None, help="image decoding processes (default: CPUs)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--force", action="store_true", help="retrain runs even when finished with the same config")
@@ -127,9 +139,27 @@ def keras_preset(seed: int) -> presets.Preset:
     return presets.Preset(KERAS_BASELINE, baseline_config(deep.config), deep.settings)
 
 
+def output_dirs(args: argparse.Namespace) -> tuple[str, str]:
+    """``(runs, results)`` folders; a smoke run's default under ``runs/quick``.
+
+    Raises:
+      ValueError: a smoke run asked to write into a results folder that holds real runs' results.
+    """
+    runs = args.runs or (os.path.join(DEFAULT_RUNS_DIR, QUICK_DIR) if args.quick else DEFAULT_RUNS_DIR)
+    results = args.results or (os.path.join(runs, "results") if args.quick else DEFAULT_RESULTS_DIR)
+    if args.quick:
+        from dnn_tf.report.results_dir import RESULTS_JSON
+
+        previous = files.read_json(os.path.join(results, RESULTS_JSON))
+        if isinstance(previous, dict) and not previous.get("extra", {}).get("quick", False):
+            raise ValueError(f"{results} holds the results of real runs; a smoke run (--quick) never overwrites "
+                             "them: drop --results or give another folder")
+    return runs, results
+
+
 def train_runs(runs, data, runs_dir: str, data_id: str, force: bool, resume: bool,
                progress: bool) -> tuple[dict[str, dict], list[str], list[str]]:
-    """Trains (or reuses) every run.
+    """Trains (or reuses) every run; a finished run is reused when its config, data and code are the same.
 
     Returns:
       ``(metrics by run name, reused run names, failed run messages)``; a diverged run is
@@ -137,15 +167,17 @@ def train_runs(runs, data, runs_dir: str, data_id: str, force: bool, resume: boo
     """
     from dnn_tf.reference.keras_mlp import fit_keras
     from dnn_tf.training.loop import TrainingDiverged, train_and_evaluate
+    from dnn_tf.training.run_dir import code_id
 
     metrics: dict[str, dict] = {}
     reused, failed = [], []
     for i, (name, preset) in enumerate(runs, 1):
         run_dir = RunDir(os.path.join(runs_dir, name))
         head = f"[{i}/{len(runs)}] {name}"
-        previous = None if force else run_dir.finished(preset.config, data_id)
+        previous = None if force else run_dir.finished(preset.config, data_id, code_id())
         if previous is not None:
-            logger.info(f"{head}: reusing finished run {run_dir.path} (same config and data; --force retrains)")
+            logger.info(f"{head}: reusing finished run {run_dir.path} (same config, data and code; --force "
+                        "retrains)")
             metrics[name], reused = previous, reused + [name]
             continue
         if preset.name == KERAS_BASELINE:  # model.fit, no checkpoints: always from the start
@@ -171,6 +203,7 @@ def _body(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     setup_output(args)
+    runs_dir, results = output_dirs(args)
     start = time.perf_counter()
     progress = show_progress(args)
     train_source, test_source = download.resolve_sources(args.train_archive, args.test_archive, args.data_dir,
@@ -189,7 +222,7 @@ def _body(argv: Sequence[str] | None) -> int:
     runs = run_configs(args.presets, args.seed, args.seeds, args.quick, len(data["train_labels"]))
     logger.info(f"{len(runs)} run(s): {', '.join(name for name, _ in runs)}" + (" (quick)" if args.quick else ""))
     try:
-        metrics, reused, failed = train_runs(runs, data, args.runs, data_id, args.force, args.resume, progress)
+        metrics, reused, failed = train_runs(runs, data, runs_dir, data_id, args.force, args.resume, progress)
     except TrainingInterrupted as e:
         again = shlex.join([PROG, *[a for a in argv if a not in ("--resume", "--force")], "--resume"])
         print(f"{PROG}: {e}; finished runs are kept, continue with: {again}", file=sys.stderr)
@@ -198,18 +231,18 @@ def _body(argv: Sequence[str] | None) -> int:
         raise ValueError("every run failed: " + "; ".join(failed))
 
     def run_path(run_name: str) -> str:
-        return os.path.join(args.runs, run_name)
+        return os.path.join(runs_dir, run_name)
 
     table, written = results_dir.write_results(
-        args.results, data, prep, metrics, lambda run_name, images: inference.predict(run_path(run_name), images),
+        results, data, prep, metrics, lambda run_name, images: inference.predict(run_path(run_name), images),
         lambda run_name: inference.layer_weights(run_path(run_name)), time.perf_counter() - start,
-        extra={"runs_dir": os.path.abspath(args.runs), "reused_runs": reused},
+        extra={"reused_runs": reused, "presets": list(args.presets), "seeds": list(args.seeds)},
         quick_steps=QUICK_STEPS if args.quick else None, failed=failed)
     print()
     print(table)
     print(f"\nTotal wall time: {time.perf_counter() - start:,.1f} s ({len(reused)} run(s) reused)")
     print("Wrote:\n" + "\n".join(f"  {path}" for path in written))
-    print(f"TensorBoard: tensorboard --logdir {args.runs}")
+    print(f"TensorBoard: tensorboard --logdir {runs_dir}")
     if failed:
         print(f"{PROG}: {len(failed)} run(s) failed: " + "; ".join(failed), file=sys.stderr)
         return 1

@@ -10,8 +10,8 @@ download. On failure ``.part`` is kept when it holds a correct prefix (dropped c
 timeout, disk full), so the next call resumes; it is removed when its content is known to be
 wrong (larger than the file, SHA-256 mismatch).
 
-Not ``dnn_tf.files.atomic_path``: its random temporary names cannot be resumed; ``.part`` +
-``os.replace`` is the same atomic idea. Status lines (reuse, retries) go to ``logging``.
+Not ``files.atomic_path``: its random temporary names cannot be resumed; ``.part`` + ``os.replace``
+is the same atomic idea.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -60,8 +61,16 @@ class DownloadError(OSError):
     """A source that cannot be fetched: missing file, HTTP error, wrong size or checksum, disk full."""
 
 
+class NetworkError(DownloadError):
+    """The server cannot be reached at all: no name resolution, no connection."""
+
+
 class _Retry(Exception):
     """A transient failure (dropped connection, timeout, 5xx): retry, resuming from ``.part``."""
+
+    def __init__(self, message: str, network: bool = False):  # network: no connection at all
+        super().__init__(message)
+        self.network = network
 
 
 def resolve_sources(train_archive: str | None, test_archive: str | None, data_dir: str,
@@ -69,10 +78,9 @@ def resolve_sources(train_archive: str | None, test_archive: str | None, data_di
     """Local paths of the train and test sources; URLs and canonical names are fetched into ``data_dir``.
 
     Args:
-      train_archive: the train (+valid) source: a local path (returned as is, a missing one too so
-        that the caller's error names its role), a URL or a canonical name (``EXPECTED_SIZES``).
-        None: the course's ``notMNIST_large.tar.gz``, and ``notMNIST_small.tar.gz`` for test
-        unless ``test_archive`` is given.
+      train_archive: the train (+valid) source: a local path (returned as is, even a missing one,
+        so that the caller's error names its role), a URL or a canonical name (``EXPECTED_SIZES``).
+        None: the course's two archives, unless ``test_archive`` is given.
       test_archive: the test source (same forms); None with ``train_archive``: split from train.
       data_dir: folder for downloads.
       progress: download progress bars on stderr.
@@ -129,9 +137,9 @@ def fetch(
       The local path (``source`` itself for local paths, else ``dest_dir/<name>``).
 
     Raises:
-      DownloadError: missing local path, unsupported URL, HTTP error, connection
-        still failing after the retries, wrong size or checksum, disk full, or another
-        process downloading the same file. ``dest_dir/<name>`` is never created then.
+      DownloadError: missing local path, unsupported URL, HTTP error, connection still failing after
+        the retries (``NetworkError``: no connection at all), wrong size or checksum, disk full, or
+        another process downloading the same file. ``dest_dir/<name>`` is never created then.
       ValueError: negative ``expected_size``, ``max_retries``, ``timeout`` or ``backoff``.
     """
     if expected_size is not None and expected_size < 0:
@@ -186,7 +194,7 @@ def fetch(
             os.remove(part)
         raise DownloadError(f"{url}: the downloaded file is not usable ({problem}); removed {part}")
     os.replace(part, final)
-    _fsync_dir(dest_dir)
+    files.fsync_dir(dest_dir)
     logger.info(f"{name}: saved {final} ({os.path.getsize(final)} bytes)")
     return final
 
@@ -213,8 +221,9 @@ def _download(
             have = _size(f)
             if attempt == max_retries:
                 tries = "attempt" if attempt == 0 else "attempts"
-                raise DownloadError(f"{url}: {e} after {attempt + 1} {tries}; {have} bytes are kept in {part}, "
-                                    "run again to resume") from None
+                error = NetworkError if e.network else DownloadError
+                raise error(f"{url}: {e} after {attempt + 1} {tries}; {have} bytes are kept in {part}, "
+                            "run again to resume") from None
             delay = min(backoff * 2**attempt, MAX_BACKOFF)
             logger.info(f"{name}: {e}; retry {attempt + 1}/{max_retries} from byte {have} in {delay:g} s")
             time.sleep(delay)
@@ -246,10 +255,11 @@ def _attempt(
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         if isinstance(e.reason, (ConnectionError, TimeoutError)):  # refused, reset, connect timeout
-            raise _Retry(f"cannot connect ({e.reason})") from None
+            raise _Retry(f"cannot connect ({e.reason})", network=True) from None
         if isinstance(e.reason, FileNotFoundError):
             raise DownloadError(f"{url}: no such file") from None
-        raise DownloadError(f"{url}: {getattr(e.reason, 'strerror', None) or e.reason}") from None
+        error = NetworkError if isinstance(e.reason, socket.gaierror) else DownloadError  # no name resolution
+        raise error(f"{url}: {getattr(e.reason, 'strerror', None) or e.reason}") from None
     except (OSError, http.client.HTTPException) as e:
         raise _Retry(f"connection failed ({type(e).__name__}: {e})") from None
 
@@ -387,13 +397,3 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int
 
 def _size(f: BinaryIO) -> int:
     return os.fstat(f.fileno()).st_size
-
-
-def _fsync_dir(folder: str) -> None:
-    """Makes a rename durable (POSIX); a no-op where folders cannot be opened or synced."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -29,6 +29,7 @@ MISTAKES_PNG = "mistakes_deep.png"
 TEMPLATES = ("templates_logreg_sgd.png", "logreg_sgd")  # logistic regression's ten weight images
 HIDDEN_UNITS = ("hidden_units_relu1024.png", "relu1024")  # the one-hidden-layer net's strongest units
 MISTAKES_SHOWN = 16
+SMOKE_MARK = "SMOKE RUN: not results"  # across every figure of a --quick run
 DEEP = "deep"  # the preset whose errors are plotted (its median-seed run, like every multi-seed preset's plots)
 CURVE_PLOTS = (
     ("curves_assignment2.png", "Assignment 2: logistic regression and one hidden layer",
@@ -56,11 +57,15 @@ def dataset_description(prepare_report: Mapping[str, Any]) -> str:
 
 
 def prepare_summary(prepare_report: Mapping[str, Any]) -> dict[str, Any]:
-    """What results.json keeps of the prepare report: sources, sizes, duplicates, skipped files."""
+    """What results.json keeps of the prepare report: sources, sizes, duplicates, skipped files.
+
+    A source is named by its file name, size and SHA-256, never by where it lay on the machine.
+    """
     return {
         "mode": prepare_report.get("mode"),
         "seed": prepare_report.get("seed"),
-        "sources": {role: {k: src.get(k) for k in ("path", "size", "sha256", "images", "skipped_count")}
+        "sources": {role: {"name": os.path.basename(str(src.get("path", "")).rstrip("/")),
+                           **{k: src.get(k) for k in ("size", "sha256", "images", "skipped_count")}}
                     for role, src in prepare_report.get("sources", {}).items()},
         "sizes": prepare_report.get("sizes"),
         "duplicates": prepare_report.get("duplicates"),
@@ -91,8 +96,14 @@ def representative_run(names: Sequence[str], metrics: Mapping[str, Mapping[str, 
     return ordered[(len(ordered) - 1) // 2]
 
 
+def mark_smoke_run(fig) -> None:
+    """Writes ``SMOKE_MARK`` across a figure, so that no smoke-run plot passes for a result."""
+    fig.text(0.5, 0.5, SMOKE_MARK, ha="center", va="center", rotation=20, fontsize=28, color="red", alpha=0.35,
+             fontweight="bold")
+
+
 def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[str, Any]], results_dir: str,
-                predict, layer_weights) -> tuple[list[str], str | None]:
+                predict, layer_weights, smoke: bool = False) -> tuple[list[str], str | None]:
     """Draws every plot for what was run.
 
     Args:
@@ -101,6 +112,7 @@ def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[st
       results_dir: where the PNGs go.
       predict: ``predict(run_name, images) -> probabilities`` of a run's model.
       layer_weights: ``layer_weights(run_name) -> [weight matrices]`` of a run's model.
+      smoke: a smoke run: every figure says so (``mark_smoke_run``).
 
     Returns:
       (paths written, the deep run used for the error plots, or None).
@@ -108,6 +120,8 @@ def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[st
     written = []
 
     def save(fig, name):
+        if smoke:
+            mark_smoke_run(fig)
         written.append(plots.save_figure(fig, os.path.join(results_dir, name)))
 
     save(plots.sample_grid_figure(data["train_dataset"], data["train_labels"]), SAMPLES_PNG)
@@ -143,13 +157,17 @@ def write_plots(data: Mapping[str, np.ndarray], metrics: Mapping[str, Mapping[st
     return written, deep
 
 
+def smoke_banner(quick_steps: int) -> str:
+    return f"SMOKE RUN ({quick_steps} steps per preset): these numbers test the pipeline and are not results."
+
+
 def markdown(rows, aggregated, description: str, summary: Mapping[str, Any], total_seconds: float,
-             quick_steps: int | None, plot_paths: Sequence[str], failed: Sequence[str], deep: str | None) -> str:
-    """results.md: title, the report module's table, data and timing lines, plot links."""
+             quick_steps: int | None, plot_paths: Sequence[str], failed: Sequence[str], deep: str | None,
+             reused: Sequence[str] = ()) -> str:
+    """results.md: title, the report module's table, data and timing lines, what was reused, plot links."""
     lines = ["# notMNIST course reproduction: results", ""]
     if quick_steps:
-        lines += [f"> **Quick smoke run** ({quick_steps} steps per preset): "
-                  "these numbers test the pipeline and are not results.", ""]
+        lines += [f"> **{smoke_banner(quick_steps)}**", ""]
     lines += ["## Summary", "", "One row per preset; mean ± sample std over the seeds of a multi-seed preset.", "",
               tables.summary_markdown(rows, aggregated).rstrip("\n"), "", "## Every run", ""]
     lines.append(tables.results_markdown(rows, description, aggregated).rstrip("\n"))
@@ -158,6 +176,12 @@ def markdown(rows, aggregated, description: str, summary: Mapping[str, Any], tot
               f"**Total wall time:** {total_seconds:,.1f} s for this invocation (data preparation, training, "
               f"evaluation, plots); the training loops of the {len(rows)} runs took {train_seconds:,.1f} s "
               "together (reused runs count their original time).", ""]
+    sources = ", ".join(f"{s['name']} ({s['size']:,} bytes, SHA-256 {s['sha256']})"
+                        for s in (summary.get("sources") or {}).values() if s.get("sha256"))
+    if sources:
+        lines += [f"**Archives:** {sources}.", ""]
+    lines += [f"**Reused runs** (finished earlier with the same config, data and code): {', '.join(reused)}."
+              if reused else "**Every run trained in this invocation** (none reused).", ""]
     if failed:
         lines += ["**Failed runs:**", ""] + [f"- {f}" for f in failed] + [""]
     if plot_paths:
@@ -170,12 +194,14 @@ def markdown(rows, aggregated, description: str, summary: Mapping[str, Any], tot
     return "\n".join(lines)
 
 
-def text_table(rows: Sequence[Mapping[str, Any]], aggregated: Sequence[Mapping[str, Any]]) -> str:
-    """The short table printed at the end."""
+def text_table(rows: Sequence[Mapping[str, Any]], aggregated: Sequence[Mapping[str, Any]],
+               quick_steps: int | None = None) -> str:
+    """The short table printed at the end (headed by the smoke-run banner for a smoke run)."""
     def pct(v):
         return "—" if v is None else f"{v:.1f}"
 
-    lines = [f"{'preset':<18}{'seed':>5}{'course':>8}{'valid':>8}{'test':>8}{'test(s)':>9}{'steps':>7}{'secs':>8}"]
+    lines = [smoke_banner(quick_steps)] if quick_steps else []
+    lines.append(f"{'preset':<18}{'seed':>5}{'course':>8}{'valid':>8}{'test':>8}{'test(s)':>9}{'steps':>7}{'secs':>8}")
     for r in rows:
         lines.append(f"{r['preset']:<18}{r['seed'] if r['seed'] is not None else '—':>5}{pct(r['course_test']):>8}"
                      f"{pct(r['valid']):>8}{pct(r['test']):>8}{pct(r['test_sanitized']):>9}"
@@ -208,16 +234,16 @@ def write_results(results_dir: str, data: Mapping[str, np.ndarray], prepare_repo
     """
     rows = tables.results_rows(list(metrics.values()), dataset=dataset_tag(prepare_report))
     aggregated = tables.aggregate_seeds(rows)
-    plot_paths, deep = write_plots(data, metrics, results_dir, predict, layer_weights)
+    plot_paths, deep = write_plots(data, metrics, results_dir, predict, layer_weights, smoke=bool(quick_steps))
     description = dataset_description(prepare_report)
     summary = prepare_summary(prepare_report)
     md_path, json_path = os.path.join(results_dir, RESULTS_MD), os.path.join(results_dir, RESULTS_JSON)
     files.write_text(md_path, markdown(rows, aggregated, description, summary, total_seconds, quick_steps,
-                                       plot_paths, failed, deep))
+                                       plot_paths, failed, deep, extra.get("reused_runs", ())))
     extra = {"total_seconds": total_seconds, "train_seconds_sum": sum(r["seconds"] or 0.0 for r in rows),
              "quick": bool(quick_steps), "prepare": summary, "run_names": list(metrics), "failed_runs": list(failed),
              "deep_plots_run": deep, "plots": [os.path.basename(p) for p in plot_paths], "versions": versions(),
              **extra}
     files.write_json(json_path, tables.results_json(rows, {"tag": dataset_tag(prepare_report),
                                                            "description": description}, aggregated, extra=extra))
-    return text_table(rows, aggregated), [md_path, json_path, *plot_paths]
+    return text_table(rows, aggregated, quick_steps), [md_path, json_path, *plot_paths]

@@ -82,6 +82,8 @@ PRESETS: Mapping[str, Preset] = {p.name: p for p in (
 )}
 
 PRESET_ORDER = tuple(PRESETS)
+# The course's own models (assignments 2 and 3), without ours (deep, deep_full).
+COURSE_PRESETS = PRESET_ORDER[:PRESET_ORDER.index("deep")]
 # A smoke run (dnn-tf-reproduce --quick, the notebooks' QUICK mode, the tests): a few steps of each preset.
 QUICK_OVERRIDES = {"steps": 60, "log_every": 20, "checkpoint_every": 30}
 

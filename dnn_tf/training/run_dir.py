@@ -2,21 +2,25 @@
 
 Layout of ``<run>/``::
 
-    run.json        the run's name, config, settings and the data it trains on (written first)
+    run.json        the run's name, config, settings, the data it trains on and the code that trains it
+                    (``code_id``; written first)
     checkpoints/    ckpt-N + history.json (``checkpoints.Checkpoints``)
     tb/             TensorBoard scalars (``tensorboard --logdir <run>``)
     saved_model/    the trained model for serving (``inference.save_model``)
     metrics.json    the result (``TrainResult.to_dict()``), written last: its presence means "finished"
 
 ``dnn-tf-train`` and ``dnn-tf-reproduce`` both go through this, so they agree on what a
-finished run is (same config and data, metrics written) and when an interrupted one
+finished run is (same config, data and code, metrics written) and when an interrupted one
 may continue (same data, checkpoints of the same config).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import shutil
+from pathlib import Path
 from typing import Any, Mapping
 
 from dnn_tf import files
@@ -29,6 +33,16 @@ HISTORY_FILE = "history.json"  # in CHECKPOINT_DIR: the config and log entries t
 TENSORBOARD_DIR = "tb"
 SAVED_MODEL_DIR = "saved_model"
 GROWABLE = ("steps",)  # config fields a resumed run may change
+PACKAGE = Path(__file__).resolve().parents[1]  # dnn_tf/
+
+
+@functools.lru_cache(maxsize=None)
+def code_id() -> str:
+    """SHA-256 of dnn_tf's Python sources (relative paths and contents): which code trained a run."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def config_changes(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:
@@ -67,14 +81,15 @@ class RunDir:
         metrics = files.read_json(self.metrics_path)
         return metrics if isinstance(metrics, dict) else None
 
-    def _same_data(self, data_id: str | None) -> bool:
+    def _same_data(self, data_id: str | None, code: str | None = None) -> bool:
         info = self.info()
-        return info is not None and (data_id is None or info.get("data_id") == data_id)
+        return info is not None and (data_id is None or info.get("data_id") == data_id) and (
+            code is None or info.get("code_id") == code)
 
-    def finished(self, config: TrainConfig, data_id: str | None = None) -> dict | None:
-        """The metrics of a finished run of ``config`` on data ``data_id`` (None: any data), else None."""
+    def finished(self, config: TrainConfig, data_id: str | None = None, code: str | None = None) -> dict | None:
+        """The metrics of a finished run of ``config`` on data ``data_id`` by code ``code`` (None: any), else None."""
         metrics = self.metrics()
-        if metrics is None or not self._same_data(data_id) or metrics.get("config") != config.to_dict():
+        if metrics is None or not self._same_data(data_id, code) or metrics.get("config") != config.to_dict():
             return None
         if not all(isinstance(metrics.get(k), (int, float)) for k in ("valid_accuracy", "test_accuracy")):
             return None
@@ -101,8 +116,8 @@ class RunDir:
             os.remove(self.metrics_path)  # never mistake an old result for this run's
         if not resume and os.path.isdir(self.checkpoints):
             shutil.rmtree(self.checkpoints)  # a fresh run must never resume into an old one's checkpoints
-        files.write_json(self.info_path, {"name": name, "config": config.to_dict(),
-                                          "settings": settings.to_dict(), "data_id": data_id})
+        files.write_json(self.info_path, {"name": name, "config": config.to_dict(), "settings": settings.to_dict(),
+                                          "data_id": data_id, "code_id": code_id()})
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Writes ``metrics.json`` (atomically): the run is finished."""
