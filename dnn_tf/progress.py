@@ -6,7 +6,14 @@ caller decides whether it is shown, the library never draws one unasked.
 
 from __future__ import annotations
 
-from tqdm.auto import tqdm
+import warnings
+
+from tqdm import TqdmWarning
+
+with warnings.catch_warnings():
+    # tqdm.auto in a notebook without ipywidgets warns "IProgress not found" and uses the text bar: fine here.
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
 
 # No idle monitor thread: it only tunes redraw intervals, and a live thread would make
 # decode._mp_context pick the slower "spawn" start method for the decoding workers.

@@ -6,9 +6,12 @@
     python scripts/run_notebooks.py --only 2_fullyconnected.ipynb
 
 Each notebook runs in a fresh kernel of this Python, in ``notebooks/`` (so its default
-``DATA_DIR`` is ``data/``, the folder ``make reproduce`` prepares into), and is written
-back atomically only when every cell ran: a failed or interrupted run leaves the
-committed notebook as it was.
+``DATA_DIR`` is ``data/``, the folder ``make reproduce`` prepares into; ``DNN_TF_DATA_DIR``
+chooses another), and is written back atomically only when every cell ran, every check
+cell passed and no output names a path of this machine (the archives, the data folder,
+the checkout, the home folder, the Python environment) or went to stderr: a failed,
+interrupted or unclean run leaves the committed notebook as it was. No execution timings
+are recorded, so a re-run changes only what was computed.
 """
 
 from __future__ import annotations
@@ -56,15 +59,48 @@ def kernel_manager(folder: str):
     return KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[folder]))
 
 
+def machine_paths() -> list[str]:
+    """Absolute paths that must not appear in a committed output: where things are on this machine."""
+    paths = [os.environ.get(variable) for variable in ("DNN_TF_ARCHIVE", "DNN_TF_TEST_ARCHIVE", "DNN_TF_DATA_DIR",
+                                                       "DNN_TF_RUNS_DIR")]
+    paths += [str(NOTEBOOKS.parent), os.path.expanduser("~"), sys.prefix, tempfile.gettempdir()]
+    paths = {os.path.abspath(p) for p in paths if p}
+    paths |= {os.path.dirname(p) for p in paths if os.path.isfile(p)}  # an archive's folder too
+    # (a top-level folder such as /tmp is left out: too short to tell apart from other text)
+    return sorted(p for p in paths if p.count(os.sep) >= 2 or p == os.path.expanduser("~"))
+
+
+def unclean(nb, paths: Sequence[str]) -> list[str]:
+    """What keeps the executed ``nb`` from being committed: stderr output, a check not passed, a machine path."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            texts = [out.get("text", "")] + [v for k, v in out.get("data", {}).items() if k.startswith("text/")]
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                found.append(f"cell {index} wrote to stderr: {out.get('text', '').strip()[:120]!r}")
+            for text in texts:
+                found += [f"cell {index}: a check did not pass: {line.strip()[:120]!r}"
+                          for line in text.splitlines() if ": NOT YET - " in line]
+                found += [f"cell {index} names {p}" for p in paths if p in text]
+    return found
+
+
 def execute(path: Path, kernels: str) -> float:
-    """Runs every cell of ``path`` and saves it with its outputs; returns the seconds it took."""
+    """Runs every cell of ``path`` and saves it with its outputs; returns the seconds it took.
+
+    Raises:
+      ValueError: the run is not clean enough to commit (``unclean``); the notebook is left as it was.
+    """
     import nbclient
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     nbclient.NotebookClient(nb, km=kernel_manager(tempfile.mkdtemp(dir=kernels)), timeout=CELL_TIMEOUT,
-                            resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+                            record_timing=False, resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    problems = unclean(nb, machine_paths())
+    if problems:
+        raise ValueError(f"{path.name} not saved: {'; '.join(problems[:3])}")
     files.write_text(path, nbformat.writes(nb) + "\n")
     return time.perf_counter() - start
 
