@@ -43,6 +43,10 @@ INIT_SEED = 17
 # curves by up to 4e-6, so 1e-5 still holds where the two sides' rounding drifts apart; a
 # real difference (a batch one example off, a 1% different learning rate) moves them by far more.
 RTOL = 1e-5
+# TensorFlow 2.16's CPU kernels round the course's dense and our sparse cross-entropy further apart
+# (measured 2.6e-5 relative over 300 steps; 2.21: 2.3e-7; versions between were not measured): make compat
+# runs the oldest TensorFlow allowed.
+OLD_TF_RTOL = 5e-5
 
 
 def our_losses(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
@@ -104,7 +108,8 @@ def test_loss_curve_matches_the_course_graph(request, name, data, hidden_sizes, 
           f"largest difference {largest_abs:.3g} absolute, {largest_rel:.3g} relative")
     assert course.shape == ours.shape == (STEPS,) and np.all(np.isfinite(course))
     assert course[-1] < course[0] / 10  # it trained: the curves compared are not flat
-    np.testing.assert_allclose(ours, course, rtol=RTOL, atol=0)
+    rtol = RTOL if tuple(int(v) for v in tf.__version__.split(".")[:2]) >= (2, 21) else OLD_TF_RTOL
+    np.testing.assert_allclose(ours, course, rtol=rtol, atol=0)
 
 
 def test_course_loop_carries_its_step_over_calls(stripes):

@@ -86,3 +86,20 @@ def test_load_validates_and_names_the_file(good, tmp_path):
     files.save_pickle(path, good["train_dataset"])
     with pytest.raises(DataError, match="does not hold a dataset dict, but a ndarray"):
         dataset.load(path)
+
+
+@pytest.mark.parametrize("module", [b"numpy.core.", b"numpy._core."])
+def test_pickles_of_numpy_1_and_numpy_2_load_under_either(tmp_path, tiny_dataset, module):
+    """numpy 2 renamed numpy.core to numpy._core; a notMNIST.pickle from either loads on both."""
+    import pickle
+
+    from dnn_tf.data.safe_pickle import load_pickle
+
+    raw = pickle.dumps(tiny_dataset, protocol=2)  # protocol 2 names modules in plain text
+    raw = raw.replace(b"cnumpy._core.", b"cnumpy.core.").replace(b"cnumpy.core.", b"c" + module)  # GLOBAL opcodes
+    assert b"c" + module + b"multiarray" in raw
+    path = tmp_path / "dataset.pickle"
+    path.write_bytes(raw)
+    got = load_pickle(path)
+    dataset.validate(got)
+    np.testing.assert_array_equal(got["valid_dataset"], tiny_dataset["valid_dataset"])

@@ -19,6 +19,8 @@ import numpy as np
 from dnn_tf.notmnist import DataError
 
 PICKLE_BUFFER = 1 << 20
+# numpy 2 renamed numpy.core to numpy._core; numpy 1 (TensorFlow 2.16 and 2.17 need it) has only the old name.
+NUMPY_1 = int(np.__version__.split(".")[0]) < 2
 
 # What numpy arrays (protocols 2-5, numpy 1.x and 2.x) and plain containers need, nothing else.
 # ("__builtin__" and "xrange" are the names protocol 2 pickles use.)
@@ -73,6 +75,8 @@ class _ArrayUnpickler(pickle.Unpickler):
                 f"refusing to load {self._path}: it references {module}.{name}{alias}, "
                 "which is not part of a numpy array or plain container"
             )
+        if NUMPY_1 and module.startswith("numpy._core"):  # a pickle written by numpy 2, read by numpy 1
+            module = "numpy.core" + module[len("numpy._core"):]
         obj = super().find_class(module, name)
         if name == "ndarray":
             return _NdarrayToken(self._path)
