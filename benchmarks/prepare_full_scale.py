@@ -1,25 +1,12 @@
 """The course's two-archive prepare at full scale: notMNIST_large- and notMNIST_small-shaped archives.
 
-Archives: the real per-letter file counts (notMNIST_large 529,119 files, notMNIST_small 18,726) with
-5 and 2 broken members (zero-byte or truncated PNGs), so 529,114 and 18,724 readable images as in
-the real ones; laid out like the originals (``notMNIST_large/A/<base64 name>.png``, folders in
-order, files in random order inside a folder, one name in 500 over 100 characters: GNU long-name
-headers), gzip-compressed. Each image is a real glyph of a notMNIST-like archive (``--glyphs``;
-without it, glyphs rendered by ``tests/fixtures.py``) randomly scaled and shifted, so most are
-distinct. They are built once into ``--cache`` (default ``${XDG_CACHE_HOME:-~/.cache}/dnn_tf/bench``),
-atomically: a killed build leaves only a temporary file, never a half archive under the final name.
-
-Measured, each in a fresh subprocess (run from a temporary folder): ``dnn_tf.data.prepare.prepare(large,
-small, out_dir=...)`` (what ``dnn-tf-prepare --train-archive L --test-archive S`` does: 200,000 /
-10,000 / 10,000), its wall time (imports included), decode rate (members / decode seconds, from its
-report) and peak memory; ``--compare-with DIR`` also runs the ``dnn_tf`` of another checkout (say a
-``git worktree`` of an older commit), interleaved, and checks that both wrote identical arrays. Once per
-set of archives (kept beside them): the course's extract-then-read (``prepare_throughput.course_read``
-on both archives). Peak memory of
-the process tree (the prepare process and its decoding workers): the largest sum over the tree of
-RSS (polled every ``common.POLL_SECONDS`` from /proc/<pid>/statm), and of PSS (shared pages split
-between the processes that map them; sampled less often); and the largest single process's exact
-peak (``ru_maxrss``).
+Archives: the real per-letter counts and broken members (529,114 + 18,724 readable PNGs), laid out like the
+originals (GNU long-name headers included), each image a real glyph of ``--glyphs`` (else of
+``tests/fixtures.py``) scaled and shifted; built once, atomically, into ``--cache``. Measured in fresh
+processes, interleaved: ``prepare(large, small, out_dir=...)`` (``dnn-tf-prepare``'s two-archive run), wall
+and CPU time, decode rate and peak memory of the process tree; with ``--compare-with DIR`` also another
+checkout's ``dnn_tf``, with ``--variants`` ours with each fast path of dnn_tf/data off, and whether all wrote
+identical arrays; once per set of archives the course's extract-then-read. ``--tiny`` never writes results/.
 """
 
 from __future__ import annotations
@@ -30,6 +17,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -39,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
+from prepare_throughput import out_folder  # noqa: E402
 
 from dnn_tf.notmnist import IMAGE_SIZE, LETTERS  # noqa: E402
 
@@ -67,6 +56,9 @@ TARGET_SECONDS = 30.0
 TARGET_RSS_MIB = 1600.0
 CHILD_TIMEOUT = 900
 COURSE_RESULT = "course.json"  # the course baseline's figures, beside the archives they were measured on
+# --variants: ours with one fast path off (module, attribute, value set in the child before prepare runs)
+VARIANTS = {"ours, tarfile for every header": ("dnn_tf.data.archive", "FAST_HEADERS", False),
+            "ours, Image.open for every PNG": ("dnn_tf.data.png", "PLAIN_FAST_PATH", False)}
 
 
 # --------------------------------------------------------------------------- the archives
@@ -156,10 +148,7 @@ def build(path: Path, name: str, tiny: bool, glyphs: list[np.ndarray]) -> None:
     def add(tar: tarfile.TarFile, member: str, data: bytes | None) -> None:
         info = tarfile.TarInfo(member)
         info.mtime, info.mode = mtime, 0o644 if data is not None else 0o755
-        if data is None:
-            info.type = tarfile.DIRTYPE
-        else:
-            info.size = len(data)
+        info.type, info.size = (tarfile.REGTYPE, len(data)) if data is not None else (tarfile.DIRTYPE, 0)
         tar.addfile(info, io.BytesIO(data) if data is not None else None)
 
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
@@ -181,20 +170,39 @@ def build(path: Path, name: str, tiny: bool, glyphs: list[np.ndarray]) -> None:
 
 
 def cache_folder(cache: Path, tiny: bool, glyphs: str | None) -> Path:
-    """The folder of one recipe, size and glyph source in ``cache``.
-
-    Keyed by the glyph archive's content, not its path or mtime: a copy or a re-provisioned folder
-    holds the same glyphs and must not rebuild 240 MB of archives.
-    """
+    """The folder of one recipe, size and glyph source in ``cache``: keyed by the glyph archive's content, not
+    its path or mtime (a copy of the same glyphs must not rebuild 240 MB of archives)."""
     key = common.dio.sha256_file(glyphs)[:12] if glyphs else "generated"
     return Path(cache) / f"r{RECIPE}-{'tiny' if tiny else 'full'}-{key}"
+
+
+def shown(path: Path) -> str:
+    """``path`` as the results show it: ``~/...`` under the home folder (no machine's paths in committed files)."""
+    home, path = str(Path.home()), str(path)
+    return "~" + path[len(home):] if path.startswith(home + os.sep) else path
+
+
+def checkout_name(path: str | os.PathLike) -> str:
+    """A checkout as the results name it: its commit, else its folder's name."""
+    git = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         check=False) if shutil.which("git") else None
+    return git.stdout.strip() if git and git.returncode == 0 else Path(path).name
+
+
+def command(args) -> str:
+    """This run's command line as the results show it (no machine's paths)."""
+    flags = [f"--glyphs path/to/{Path(args.glyphs).name}"] if args.glyphs else []
+    flags += [f"--compare-with path/to/{checkout_name(args.compare_with)}"] if args.compare_with else []
+    flags += [f"--{k.replace('_', '-')}" for k in ("variants", "no_course", "tiny", "course_again") if getattr(args, k)]
+    flags += [f"--repeats {args.repeats}"] if args.repeats else []
+    return " ".join(["python benchmarks/prepare_full_scale.py", *flags])
 
 
 def cached_archives(cache: Path, tiny: bool, glyphs: str | None) -> tuple[dict[str, Path], dict]:
     """The two archives, built into ``cache`` unless there; returns their paths and how they were made."""
     folder = cache_folder(cache, tiny, glyphs)
     paths = {n: folder / f"{n}.tar.gz" for n in (LARGE, SMALL)}
-    info = {"cache": str(cache), "built_seconds": None, "paths": {n: str(p) for n, p in paths.items()},
+    info = {"cache": shown(cache), "built_seconds": None, "paths": {n: shown(p) for n, p in paths.items()},
             "glyphs": (f"real glyphs of {Path(glyphs).name}, scaled and shifted" if glyphs else
                        "GENERATED glyphs (tests/fixtures.py; no --glyphs given), scaled and shifted")}
     missing = [n for n, p in paths.items() if not p.is_file()]
@@ -213,12 +221,18 @@ def cached_archives(cache: Path, tiny: bool, glyphs: str | None) -> tuple[dict[s
 # --------------------------------------------------------------------------- measurement
 
 PREPARE_CHILD = r"""
-import json, sys, time
+import importlib, json, os, resource, sys, time
 t0 = time.perf_counter()
-from dnn_tf.data.prepare import prepare
-report = prepare(sys.argv[1], sys.argv[2], out_dir=sys.argv[3], **json.loads(sys.argv[4]))
-out = {"seconds": time.perf_counter() - t0, "decode": report["decode"], "phases": report["seconds"],
-       "sizes": report["sizes"], "skipped": report["skipped"]["count"]}
+module, code, settings = json.loads(sys.argv[5])
+prepare = importlib.import_module(module)
+if not os.path.abspath(prepare.__file__).startswith(code + os.sep):  # an installed dnn_tf must not stand in
+    sys.exit(f"{module} came from {prepare.__file__}, not from {code}")
+for name, attr, value in settings:
+    setattr(importlib.import_module(name), attr, value)
+report = prepare.prepare(sys.argv[1], sys.argv[2], out_dir=sys.argv[3], **json.loads(sys.argv[4]))
+cpu = sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+out = {"seconds": time.perf_counter() - t0, "cpu_seconds": cpu, "decode": report["decode"],
+       "phases": report["seconds"], "sizes": report["sizes"], "skipped": report["skipped"]["count"]}
 print(json.dumps(out))
 """
 COURSE_CHILD = r"""
@@ -230,12 +244,17 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "images": sum(len(a) for 
 """
 
 
-def prepare_round(paths: dict[str, Path], code_dir: Path, out: Path, tiny: bool) -> dict:
+def prepare_round(paths: dict[str, Path], code_dir: Path, settings: list, out: Path, tiny: bool) -> dict:
+    """One prepare by the dnn_tf of ``code_dir`` (with ``settings``: (module, attribute, value)), measured."""
     sizes = dict(zip(("train_size", "valid_size", "test_size"), TINY_SIZES)) if tiny else {}
-    r = common.run_tree_measured(PREPARE_CHILD, [str(paths[LARGE]), str(paths[SMALL]), str(out), json.dumps(sizes)],
+    module = "dnn_tf.data.prepare" if (code_dir / "dnn_tf" / "data" / "prepare.py").is_file() else "dnn_tf.prepare"
+    load = os.getloadavg()[0]
+    r = common.run_tree_measured(PREPARE_CHILD, [str(paths[LARGE]), str(paths[SMALL]), str(out), json.dumps(sizes),
+                                                 json.dumps([module, str(code_dir), settings])],
                                  [code_dir], out.parent, CHILD_TIMEOUT)
-    common.log(f"  {code_dir}: {r['seconds']:.1f} s, decode {r['decode']['images_per_second']:,.0f} images/s, "
-               f"tree RSS {r['tree_rss'] / common.MIB:,.0f} MiB")
+    r["load_average_1min"] = load
+    common.log(f"  {code_dir}{' ' + str(settings) if settings else ''}: {r['seconds']:.1f} s ({r['cpu_seconds']:.1f} "
+               f"CPU s), tree RSS {r['tree_rss'] / common.MIB:,.0f} MiB, load average {load:.2f}")
     return r
 
 
@@ -278,6 +297,8 @@ def course_baseline(paths: dict[str, Path], scratch: Path, again: bool) -> dict:
 def summary(runs: list[dict]) -> dict:
     seconds = [r["seconds"] for r in runs]
     return {"seconds": common.median(seconds), "all_seconds": seconds,
+            "load_averages": [r.get("load_average_1min") for r in runs],
+            "cpu_seconds": common.median([r["cpu_seconds"] for r in runs]),
             "decode_images_per_s": common.median([r["decode"]["images_per_second"] for r in runs]),
             "decode_seconds": common.median([r["decode"]["seconds"] for r in runs]),
             "tree_rss": max(r["tree_rss"] for r in runs), "tree_pss": max(r["tree_pss"] for r in runs),
@@ -286,42 +307,48 @@ def summary(runs: list[dict]) -> dict:
 
 
 def render(result: dict) -> str:
-    mib, m, a = common.MIB, result["machine"], result["archives"]
-    rows = []
-    for label, s in result["contenders"].items():
-        rows.append([label, s["seconds"], ", ".join(f"{x:.1f}" for x in s["all_seconds"]),
-                     s.get("decode_images_per_s"), s["tree_rss"] / mib, s["tree_pss"] / mib,
-                     s["largest_process_rss"] / mib])
-    phases = result["contenders"]["ours"]["phases"]
+    mib, machine, a, contenders = common.MIB, result["machine"], result["archives"], result["contenders"]
+    rows = [[label, c["seconds"], ", ".join(f"{x:.1f}" + (f" ({load:.1f})" if load is not None else "") for x, load
+                                            in zip(c["all_seconds"], c.get("load_averages") or [None] * 9)),
+             c.get("cpu_seconds"), c.get("decode_images_per_s"), c["tree_rss"] / mib, c["tree_pss"] / mib,
+             c["largest_process_rss"] / mib]
+            for label, c in contenders.items()]
     built = (f"built in {a['built_seconds']:.0f} s by this run" if a["built_seconds"] else "cached")
-    same = result.get("identity")
+    identities = [f"`{other}`{' (' + str(result['compare_with']) + ')' if other == 'baseline' else ''} "
+                  f"{'identical to' if same['identical'] else 'DIFFERENT from'} `ours` ({same['compared']} "
+                  f"pickles compared{'' if same['identical'] else ': ' + ', '.join(same['differ'])})"
+                  for other, same in (result.get("identities") or {}).items()]
+    variants = [f"`{label}` (`{module}.{attribute} = {value}`) / `ours`: "
+                f"{contenders[label]['seconds'] / contenders['ours']['seconds']:.2f} wall, "
+                f"{contenders[label]['cpu_seconds'] / contenders['ours']['cpu_seconds']:.2f} CPU"
+                for label, (module, attribute, value) in VARIANTS.items() if label in contenders]
     return "\n".join([
         "# Full-scale two-archive prepare (notMNIST_large + notMNIST_small shaped)",
         "",
+        *([f"Command: `{result['command']}`.", ""] if result.get("command") else []),
         f"Archives: {readable(LARGE, result['tiny']):,} + {readable(SMALL, result['tiny']):,} readable PNGs "
         f"(+ {len(BROKEN[LARGE])} + {len(BROKEN[SMALL])} broken), {a['glyphs']}; "
         f"{a['bytes'][LARGE] / mib:.0f} + {a['bytes'][SMALL] / mib:.1f} MiB of .tar.gz, {built}. Machine: "
-        f"{m['cpus']} CPUs, load average {m['load_average_1min']:.2f} at start, "
+        f"{machine['cpus']} CPUs, load average {machine['load_average_1min']:.2f} at start, "
         f"{result['machine_end']['load_average_1min']:.2f} at the end (shared).",
         "",
-        common.markdown_table(["contender", "seconds (median)", "all rounds", "decode images/s",
+        common.markdown_table(["contender", "seconds (median)", "all rounds (load average)", "CPU s (median)",
+                               "decode images/s",
                                "peak tree RSS MiB", "peak tree PSS MiB", "largest process MiB"], rows),
         "",
         "`ours` = `dnn_tf.data.prepare.prepare(large, small, out_dir=...)` in a fresh process (imports included); "
-        "`course` = the course's extract-then-read (`prepare_throughput.course_read` on both archives: "
-        "`tarfile.extractall`, then `PIL.Image.open` per file), measured once per set of archives"
-        + (f" ({result['contenders']['course']['measured']})" if "course" in result["contenders"] else "")
-        + ". Peak tree RSS / PSS: the largest sum "
-        f"over the process and its decoding workers of RSS, polled every {common.POLL_SECONDS} s from "
-        f"/proc/<pid>/statm, and of PSS (/proc/<pid>/smaps_rollup, every {common.POLL_SECONDS * common.PSS_EVERY:g} "
-        "s); largest process: `ru_maxrss` of `os.wait4` (the prepare process's own peak).",
+        "`course` = the course's extract-then-read (`tarfile.extractall`, then `PIL.Image.open` per file), once per "
+        f"set of archives{' (' + contenders['course']['measured'] + ')' if 'course' in contenders else ''}. Peak "
+        f"tree RSS / PSS: sums over the process and its workers, polled every {common.POLL_SECONDS} s; largest "
+        "process: `ru_maxrss`. CPU s: user + system time of the prepare and its workers (less sensitive than wall "
+        "time to other processes on a shared machine).",
         "",
-        "Phases of the last `ours` run (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()) + ".",
+        "Phases of the last `ours` run (s): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in contenders["ours"]["phases"].items()) + ".",
         "",
-        (f"Identity with `{result['compare_with']}`: {same['compared']} pickles compared, "
-         + ("every array identical." if same["identical"] else f"DIFFERENT: {', '.join(same['differ'])}.")
-         if same else "No `--compare-with`: no identity check in this run."),
+        ("Identity: " + "; ".join(identities) + "." if identities else "No `--compare-with`: no identity check."),
         "",
+        *([f"Fast paths off (`--variants`), ratios of the medians: {'; '.join(variants)}.", ""] if variants else []),
         f"Targets: <= {TARGET_SECONDS:.0f} s wall, <= {TARGET_RSS_MIB:,.0f} MiB peak tree RSS: "
         f"{'met' if result['met'] else 'not met'}.",
         "",
@@ -332,39 +359,44 @@ def main(argv=None) -> int:
     p = common.parser(PROG, __doc__.splitlines()[0])
     common.add_glyphs_flag(p)
     p.add_argument("--cache", default=None, help=f"archive cache folder (default {default_cache()})")
-    p.add_argument("--compare-with", default=None, metavar="DIR",
-                   help="also time the dnn_tf of this checkout (e.g. a git worktree of an older commit), "
-                        "interleaved, and compare the arrays both write")
+    p.add_argument("--compare-with", default=None, metavar="DIR", help="also time the dnn_tf of this checkout "
+                   "(a git worktree of an older commit), interleaved, and compare the arrays both write")
     p.add_argument("--no-course", action="store_true", help="leave the course baseline out")
-    p.add_argument("--course-again", action="store_true",
-                   help="measure the course baseline again (by default its figures are measured once per set of "
-                        "archives and kept beside them: it takes 5-8 minutes)")
+    p.add_argument("--course-again", action="store_true", help="measure the course baseline again (by default "
+                   "once per set of archives, kept beside them: it takes 5-8 minutes)")
+    p.add_argument("--variants", action="store_true",
+                   help="also time ours with each fast path off (tarfile for every header, Image.open for every PNG)")
     args = p.parse_args(argv)
     rounds = 1 if args.tiny and args.repeats is None else (args.repeats or ROUNDS)
-    start, machine = time.perf_counter(), common.machine()
+    start, machine, out_dir = time.perf_counter(), common.machine(), out_folder(args, STEM)
     paths, archives = cached_archives(Path(args.cache) if args.cache else default_cache(), args.tiny, args.glyphs)
     scratch = Path(tempfile.mkdtemp(prefix="dnn_tf_full_scale_"))
-    codes = {"ours": common.REPO} | ({"baseline": Path(args.compare_with).resolve()} if args.compare_with else {})
+    codes = {"ours": (common.REPO, [])}  # label -> (checkout, settings)
+    codes |= {"baseline": (Path(args.compare_with).resolve(), [])} if args.compare_with else {}
+    codes |= {label: (common.REPO, [setting]) for label, setting in VARIANTS.items()} if args.variants else {}
     runs: dict[str, list[dict]] = {c: [] for c in codes}
     try:
         for r in range(rounds):
             common.log(f"round {r + 1}/{rounds}")
-            for label, code in codes.items():
-                out = scratch / f"{label}-out"
+            for label, (code, settings) in codes.items():
+                out = scratch / f"{list(codes).index(label)}-out"
                 shutil.rmtree(out, ignore_errors=True)
-                runs[label].append(prepare_round(paths, code, out, args.tiny))
-        identity = identical(scratch / "ours-out", scratch / "baseline-out") if args.compare_with else None
-        for label in codes:
-            shutil.rmtree(scratch / f"{label}-out", ignore_errors=True)
+                runs[label].append(prepare_round(paths, code, settings, out, args.tiny))
+        identities = {label: identical(scratch / "0-out", scratch / f"{i}-out")
+                      for i, label in enumerate(codes) if label != "ours"}
+        for i in range(len(codes)):
+            shutil.rmtree(scratch / f"{i}-out", ignore_errors=True)
         contenders = {c: summary(rs) for c, rs in runs.items()}
         if not args.no_course:
             contenders["course"] = course_baseline(paths, scratch, args.course_again)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     ours = contenders["ours"]
-    result = {"benchmark": STEM, "machine": machine, "machine_end": common.machine(), "tiny": bool(args.tiny),
+    result = {"benchmark": STEM, "command": command(args), "machine": machine, "machine_end": common.machine(),
+              "tiny": bool(args.tiny),
               "rounds": rounds, "archives": archives, "contenders": contenders, "runs": runs,
-              "compare_with": args.compare_with, "identity": identity,
+              "compare_with": checkout_name(args.compare_with) if args.compare_with else None,
+              "identity": identities.get("baseline"), "identities": identities,
               "targets": {"seconds": TARGET_SECONDS, "tree_rss_mib": TARGET_RSS_MIB},
               "met": ours["seconds"] <= TARGET_SECONDS and ours["tree_rss"] / common.MIB <= TARGET_RSS_MIB,
               "seconds": time.perf_counter() - start}
@@ -376,10 +408,13 @@ def main(argv=None) -> int:
             lines.append(f"full_scale {label}_seconds={c['seconds']:.1f} {label}_peak_rss_mib="
                          f"{c['tree_rss'] / common.MIB:.0f} {label}_images_per_s={c['decode_images_per_s']:.0f}")
             lines.append(common.ratio_line(f"full_scale_{label}/ours_seconds", c["seconds"] / ours["seconds"]))
-    if identity:
-        lines.append(f"full_scale identical_arrays={'yes' if identity['identical'] else 'NO'}")
+    lines += [common.ratio_line(f"full_scale_{attr}_off/ours_seconds", contenders[label]["seconds"] / ours["seconds"])
+              for label, (_, attr, _) in VARIANTS.items() if label in contenders]
+    if identities:
+        same = all(i["identical"] for i in identities.values())
+        lines.append(f"full_scale identical_arrays={'yes' if same else 'NO'}")
     result["key_lines"] = lines
-    return common.publish(args.out, STEM, result, render(result), notes=[f"archives: {archives['glyphs']}"])
+    return common.publish(out_dir, STEM, result, render(result), notes=[f"archives: {archives['glyphs']}"])
 
 
 def cli(argv=None) -> int:

@@ -224,6 +224,15 @@ def cached_archive(n: int, tiny: bool, glyphs: str | None = None) -> tuple[Path,
 # --------------------------------------------------------------------------- measurement
 
 
+def out_folder(args, stem: str = STEM) -> Path:
+    """``--out``, except that a ``--tiny`` run never writes into results/ (the committed figures): a temp folder."""
+    if not (args.tiny and Path(args.out).resolve() == common.DEFAULT_OUT.resolve()):
+        return Path(args.out)
+    out = Path(tempfile.mkdtemp(prefix=f"{stem}_tiny_"))
+    common.log(f"--tiny: writing to {out}, not to {args.out}")
+    return out
+
+
 def run_child(kind: str, archive=None, workers=None) -> dict:
     return common.run_python(f"import prepare_throughput as P; P.child({kind!r}, {archive!r}, {workers!r})")
 
@@ -388,7 +397,7 @@ def main(argv=None) -> int:
         common.ratio_line("prepare_ours/course", big["ratio_vs_course"]),
     ]
     markdown = render(result)
-    return common.publish(args.out, STEM, result, markdown)
+    return common.publish(out_folder(args), STEM, result, markdown)
 
 
 def cli(argv=None) -> int:

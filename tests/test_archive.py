@@ -1,4 +1,4 @@
-"""Source -> arrays: archive (members, refusals), the bulk tar reader against tarfile, png (decoding, its
+"""Source -> arrays: archive (members, refusals), the tar reader against tarfile alone, png (decoding, its
 fast path against Pillow's full path), and decode.read_images (labels, normalization, errors,
 parallelism, progress, storage)."""
 
@@ -248,6 +248,14 @@ def test_shared_sample_decodes_completely(shared_sample):
     assert np.bincount(got.labels, minlength=10).tolist() == [800] * 10
     assert got.images.min() >= -0.5 and got.images.max() <= 0.5
     assert all(n.startswith("notMNIST_sample/") for n in got.names)
+    from dnn_tf.data import png
+    from dnn_tf.data.archive import open_source
+
+    scan = open_source(shared_sample)
+    try:  # the real PNGs all take png's plain path
+        assert all(png._plain_idat(data) is not None for _, label, data in scan if label is not None)
+    finally:
+        scan.close()
 
 
 @pytest.mark.parametrize("suffix, mode", [(".tar.bz2", "w:bz2"), (".tar.xz", "w:xz"), (".tar", "w")])
@@ -318,40 +326,61 @@ def test_a_progress_bar_made_earlier_does_not_turn_fork_into_spawn(monkeypatch):
 # ----------------------------------------------------------------------------- the bulk tar reader
 
 
-def _reference_members(raw: bytes) -> tuple[list, str | None]:
-    """What tarfile's stream mode reads: (name, kind, size, data of files) per member, then the error if any."""
-    from dnn_tf.data.tar_stream import SafeTarInfo
+def _reader(raw: bytes):
+    from dnn_tf.data.tar_stream import TarReader
+
+    return TarReader(io.BufferedReader(io.BytesIO(raw)), 1 << 30, lambda: DataError("limit"))
+
+
+def _reference_members(raw: bytes, with_data: bool = True) -> tuple[list, str | None]:
+    """tarfile alone: one TarFile reads every header (through the same guarded reader), extractfile the data.
+    (name, kind, size, data of files or "cut") per member, then the error if any."""
+    from dnn_tf.data.tar_stream import kind
 
     out: list = []
     try:
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r|", tarinfo=SafeTarInfo) as tar:
-            while (m := tar.next()) is not None:
-                tar.members.clear()
-                if tar.offset > len(raw):  # tarfile would skip through its claimed size block by block
-                    return out + [(m.name, m.kind(), m.size, "claims more than the archive")], None
-                out.append((m.name, m.kind(), m.size, tar.fileobj.read(m.size) if m.kind() == "file" else None))
-    except Exception as e:  # noqa: BLE001 - compared with what TarStream raises
+        with tarfile.open(fileobj=_reader(raw), mode="r:") as tar:
+            for m in tar:
+                if m.size < 0:  # what tar_stream.members adds to tarfile (a pax record can say so)
+                    raise DataError(f"member {m.name[:100]!r} has a negative size")
+                data = None
+                if with_data and kind(m) == "file":
+                    f = tar.extractfile(m)
+                    try:  # in blocks: the reader refuses one read of more than a tar header could need
+                        data = b"".join(iter(lambda: f.read(512), b""))  # noqa: B023 - f of this member
+                    except tarfile.ReadError:
+                        return out + [(m.name, kind(m), m.size, "cut")], None
+                out.append((m.name, kind(m), m.size, data))
+    except Exception as e:  # noqa: BLE001 - compared with what tar_stream raises
         return out, f"{type(e).__name__}: {e}"
     return out, None
 
 
-def _stream_members(raw: bytes) -> tuple[list, str | None]:
-    """The same read by dnn_tf.data.tar_stream.TarStream."""
-    import itertools
-
-    from dnn_tf.data.tar_stream import TarStream
+def _stream_members(raw: bytes, with_data: bool = True, fast: bool = True) -> tuple[list, str | None]:
+    """The same read by dnn_tf.data.tar_stream.members (data with TarReader.take, as archive.py reads it)."""
+    from dnn_tf.data.tar_stream import members
 
     out: list = []
+    reader = _reader(raw)
     try:
-        tar = TarStream(io.BufferedReader(io.BytesIO(raw)), 1 << 30, lambda: DataError("limit"))
-        first = tar.next()
-        for name, kind, size, at in itertools.chain([first], tar.members()) if first is not None else ():
-            if tar.offset > len(raw):  # what _TarScan's limit check stops
-                return out + [(name, kind, size, "claims more than the archive")], None
-            out.append((name, kind, size, tar.take(at, size) if kind == "file" else None))
+        for (name, kind, size, at), _ in members(reader, fast):
+            data = reader.take(at, size) if with_data and kind == "file" else None
+            if data is not None and len(data) != size:
+                return out + [(name, kind, size, "cut")], None
+            out.append((name, kind, size, data))
     except Exception as e:  # noqa: BLE001 - compared with what tarfile raises
         return out, f"{type(e).__name__}: {e}"
     return out, None
+
+
+def _assert_reads_like_tarfile(raw: bytes) -> list:
+    """Both ways of tar_stream.members (bulk plain headers or not), reading the data or skipping it, give
+    tarfile's members, data and error."""
+    for with_data in (False, True):
+        reference = _reference_members(raw, with_data)
+        for fast in (True, False):
+            assert _stream_members(raw, with_data, fast) == reference, (with_data, fast)
+    return reference[0]
 
 
 def _random_tar(draw_members, fmt: int) -> bytes:
@@ -380,7 +409,7 @@ _NAMES = st.one_of(
 _MEMBERS = st.lists(st.tuples(_NAMES, st.sampled_from(["file", "file", "old-file", "dir", "sym", "hard", "chr",
                                                        "fifo"]),
                               st.sampled_from([0, 1, 511, 512, 513, 1500]), st.integers(0, 3)), min_size=1, max_size=8)
-_HEADER_BYTES = st.sampled_from([b"0", b"7", b"8", b" ", b"\0", b"+", b"_", b"x", b"\x80", b"\xff", b"/"])
+_HEADER_BYTES = st.sampled_from([b"0", b"7", b"8", b" ", b"\0", b"+", b"-", b"_", b"x", b"\x80", b"\xff", b"/"])
 
 
 def _fix_checksum(raw: bytearray, at: int) -> None:
@@ -416,7 +445,7 @@ def test_property_bulk_tar_reader_reads_what_tarfile_reads(members, fmt, damage,
         raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
     elif damage == "cut":
         raw = raw[:data.draw(st.integers(0, len(raw)))]
-    assert _stream_members(bytes(raw)) == _reference_members(bytes(raw))
+    _assert_reads_like_tarfile(bytes(raw))
 
 
 @pytest.mark.parametrize("field", [(100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156),
@@ -427,13 +456,13 @@ def test_bulk_tar_reader_on_every_number_field_rewritten(field):
     tarfile reads, whether it takes the header (spaces, NULs, underscores) or ends the archive there."""
     good = _random_tar([(f"r/A/{i}.png", "file", 600, 1) for i in range(5)], tarfile.GNU_FORMAT)
     at = 2 * (512 + 1024)
-    for char in (b" ", b"\0", b"+", b"_", b"x", b"8", b"\x80", b"\xff"):
+    for char in (b" ", b"\0", b"+", b"-", b"_", b"x", b"8", b"\x80", b"\xff"):  # "-": a negative size
         for pos in (field[0], (field[0] + field[1]) // 2, field[1] - 1):
             raw = bytearray(good)
             raw[at + pos:at + pos + 1] = char
             if field != (148, 156):
                 _fix_checksum(raw, at)
-            assert _stream_members(bytes(raw)) == _reference_members(bytes(raw)), (char, pos)
+            _assert_reads_like_tarfile(bytes(raw))
 
 
 def test_bulk_tar_reader_on_long_names_and_many_members():
@@ -442,23 +471,25 @@ def test_bulk_tar_reader_on_long_names_and_many_members():
     for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
         raw = _random_tar(members, fmt)
         got, error = _stream_members(raw)
-        assert error is None and (got, error) == _reference_members(raw) and len(got) == 3000
+        assert error is None and len(got) == 3000
+        assert _assert_reads_like_tarfile(raw) == got
 
 
-def test_fast_header_is_frombuf_on_the_headers_it_takes():
-    from dnn_tf.data.tar_stream import fast_header
+def test_plain_headers_are_frombuf_on_the_headers_they_take():
+    from dnn_tf.data.tar_stream import plain_headers
 
     members = [(f"r/{'dd/' * k}A/{'x' * m}.png", kind, m * 7, 1) for k in (0, 20, 45) for m in range(0, 95, 19)
-               for kind in ("file", "old-file", "dir")]  # some need the ustar prefix field
+               for kind in ("file", "old-file", "dir")]  # some need the ustar prefix field: left to tarfile
     raw = _random_tar(members, tarfile.USTAR_FORMAT)
-    taken = 0
-    for at in range(0, len(raw) - 512, 512):
-        fast = fast_header(raw[at:at + 512])
-        if fast is not None:
+    reader, taken = _reader(raw), 0
+    for at in range(0, len(raw) - 512, 512):  # every block, headers or not
+        for (name, kind, size, data_at), after in plain_headers(reader, at)[:1]:
             info = tarfile.TarInfo.frombuf(raw[at:at + 512], tarfile.ENCODING, "surrogateescape")
-            assert fast == (info.name, "dir" if info.isdir() else "file", info.size)
+            assert (name, kind, size, data_at) == (info.name, "dir" if info.isdir() else "file", info.size, at + 512)
+            assert after == at + 512 + (0 if info.isdir() else -(-size // 512) * 512)
             taken += 1
-    assert taken == len(members)
+    plain = [at for at in range(0, len(raw), 512) if raw[at + 257:at + 262] == b"ustar" and not raw[at + 345]]
+    assert taken == len(plain) and 0 < taken < len(members)
 
 
 # ----------------------------------------------------------------------------- PNG fast path, batches, storage
@@ -482,7 +513,9 @@ def test_property_png_fast_path_gives_the_full_paths_answer(monkeypatch_png, dat
     raw = bytearray(png_bytes(glyph))
     for pos, x in data.draw(st.lists(st.tuples(st.integers(8, len(raw) - 1), st.integers(1, 255)), max_size=3)):
         raw[pos] ^= x
-    raw = bytes(raw[:data.draw(st.integers(8, len(raw)))])
+    if data.draw(st.booleans()):
+        raw = raw[:data.draw(st.integers(8, len(raw)))]
+    raw = bytes(raw)
     if data.draw(st.booleans()):
         raw = _with_crcs(raw)
     if data.draw(st.booleans()):
@@ -498,14 +531,37 @@ def test_png_cut_at_every_length_is_a_reason_not_a_crash(monkeypatch_png):
     """Every prefix (e.g. cut just after IHDR's data, before its CRC) gives the full path's answer."""
     raw = png_bytes(make_glyph_images(1)[0][0])
     at = raw.index(b"IDAT")
-    # Pillow decodes once the deflate data is complete: only zlib's trailing Adler-32 (4 bytes),
-    # IDAT's CRC and IEND may be cut.
-    idat_end = at + 4 + int.from_bytes(raw[at - 4:at], "big") - 4
+    # Cut inside the compressed pixels: corrupt. The compressed data complete: decoded (IDAT's CRC and IEND
+    # may be cut). Cut inside zlib's trailing Adler-32 (4 bytes): whether Pillow decodes depends on its
+    # version (13 does, 12.3 from its second byte); only the equality above is asserted there.
+    adler = at + 4 + int.from_bytes(raw[at - 4:at], "big") - 4
     for n in range(8, len(raw)):
         fast, full = decode_png(raw[:n]), monkeypatch_png(raw[:n])
         assert fast[1] == full[1] and (fast[0] is None) == (full[0] is None), n
-        assert fast[1].startswith("corrupt PNG") if n < idat_end else fast[0] is not None, n
+        if n < adler:
+            assert fast[1].startswith("corrupt PNG"), n
+        elif n >= adler + 4:
+            assert fast[0] is not None, n
     assert decode_png(raw)[1] == ""
+
+
+def test_png_with_damaged_image_data_gives_the_full_paths_answer(monkeypatch_png):
+    """Every byte of the image data changed, the CRCs made right again: the plain path's decoder fails
+    where Pillow's full path does, with the same reason, and decodes the same pixels where it does not."""
+    raw = png_bytes(make_glyph_images(1)[0][0])
+    at = raw.index(b"IDAT")
+    failed = 0
+    for pos in range(at + 4, at + 4 + int.from_bytes(raw[at - 4:at], "big")):
+        damaged = bytearray(raw)
+        damaged[pos] ^= 0x40
+        damaged = _with_crcs(bytes(damaged))
+        fast, full = decode_png(damaged), monkeypatch_png(damaged)
+        assert fast[1] == full[1], pos
+        if fast[0] is None:
+            failed += 1
+        else:
+            np.testing.assert_array_equal(fast[0], full[0])
+    assert failed > 0
 
 
 @pytest.fixture(scope="module")
@@ -514,15 +570,16 @@ def monkeypatch_png():
     from dnn_tf.data import png
 
     def full(data):
-        real, png._plain_idat = png._plain_idat, lambda data: None
+        png.PLAIN_FAST_PATH = False
         try:
             return png.decode_png(data)
         finally:
-            png._plain_idat = real
+            png.PLAIN_FAST_PATH = True
     return full
 
 
 def test_decode_pngs_is_decode_png_on_each(fixture_archive):
+    from dnn_tf.data import png
     from dnn_tf.data.png import decode_pngs
 
     glyphs = make_glyph_images(3, seed=4)[0]
@@ -531,6 +588,7 @@ def test_decode_pngs_is_decode_png_on_each(fixture_archive):
     blobs.insert(3, blobs.pop(13))
     stacked, good, bad = decode_pngs(blobs)
     one_by_one = [decode_png(b) for b in blobs]
+    assert all(png._plain_idat(png_bytes(g)) for g in glyphs)  # Pillow's 28x28 gray PNGs take the plain path
     assert good == [i for i, (px, _) in enumerate(one_by_one) if px is not None]
     assert bad == [(i, r) for i, (px, r) in enumerate(one_by_one) if px is None] and len(bad) == 3
     assert stacked.dtype == np.uint8 and stacked.flags.writeable

@@ -75,17 +75,39 @@ def test_prepare_full_scale_tiny_builds_caches_and_measures(tmp_path, capsys):
     assert course["decode_images_per_s"] > 0 and data["identity"]["compared"] == 21
     assert data["archives"]["built_seconds"] > 0
     # the archives: the real layout at a 500th of the size, exactly the broken members planted
+    paths, info = fs.cached_archives(cache, True, None)
+    assert info["built_seconds"] is None and {k: fs.shown(v) for k, v in paths.items()} == data["archives"]["paths"]
     for name in (fs.LARGE, fs.SMALL):
-        got = read_images(data["archives"]["paths"][name], workers=1)
+        got = read_images(paths[name], workers=1)
         per_class = [n - sum(1 for letter, _ in fs.BROKEN[name] if letter == "ABCDEFGHIJ"[c])
                      for c, n in enumerate(fs.counts(name, True))]
         assert np.bincount(got.labels, minlength=10).tolist() == per_class
         assert len(got.skipped) == len(fs.BROKEN[name]) and all(n.startswith(f"{name}/") for n in got.names)
         assert len({img.tobytes() for img in got.images}) > 0.9 * len(got.names)  # scaled and shifted: distinct
-    # cached: a second run builds nothing, and takes the course's figures measured the first time
-    paths, info = fs.cached_archives(cache, True, None)
-    assert info["built_seconds"] is None and {k: str(v) for k, v in paths.items()} == data["archives"]["paths"]
+    # cached: a second run builds nothing (above), and takes the course's figures measured the first time
     assert fs.course_baseline(paths, tmp_path, again=False) == course
+    assert data["compare_with"] == fs.checkout_name(fs.common.REPO) and "/" not in data["compare_with"]
+
+
+def test_prepare_full_scale_variants_and_a_tiny_run_leaves_results_alone(tmp_path, capsys, monkeypatch):
+    """--variants: ours with each fast path off, same arrays; without --out, --tiny writes to a temporary
+    folder, never over the committed results/prepare_full_scale.*."""
+    import tempfile
+
+    import prepare_full_scale as fs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    committed = {p: p.read_bytes() for p in fs.common.DEFAULT_OUT.glob(f"{fs.STEM}.*")}
+    assert fs.main(["--tiny", "--cache", str(tmp_path / "cache"), "--no-course", "--variants"]) == 0
+    assert {p: p.read_bytes() for p in fs.common.DEFAULT_OUT.glob(f"{fs.STEM}.*")} == committed
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "full_scale identical_arrays=yes"
+    for attribute in ("FAST_HEADERS", "PLAIN_FAST_PATH"):
+        assert any(line.startswith(f"ratio full_scale_{attribute}_off/ours_seconds=") for line in lines[-3:-1])
+    (out,) = tmp_path.glob(f"{fs.STEM}_tiny_*")
+    data = read(out, fs.STEM)
+    assert set(data["identities"]) == set(fs.VARIANTS) and all(i["identical"] for i in data["identities"].values())
+    assert all(len(c["load_averages"]) == 1 for c in data["contenders"].values())
 
 
 def test_the_cache_is_keyed_by_the_glyphs_content_not_their_path_or_mtime(tmp_path):
@@ -101,6 +123,14 @@ def test_the_cache_is_keyed_by_the_glyphs_content_not_their_path_or_mtime(tmp_pa
     folder = fs.cache_folder(tmp_path, False, str(a))
     assert fs.cache_folder(tmp_path, False, str(b)) == folder != fs.cache_folder(tmp_path, False, str(c))
     assert fs.cache_folder(tmp_path, True, str(a)) != folder != fs.cache_folder(tmp_path, False, None)
+
+
+def test_results_name_no_machine_paths(tmp_path):
+    import prepare_full_scale as fs
+
+    assert fs.shown(Path.home() / ".cache" / "dnn_tf" / "bench") == "~/.cache/dnn_tf/bench"
+    assert fs.checkout_name(tmp_path) == tmp_path.name  # not a git checkout: its folder's name
+    assert fs.checkout_name(fs.common.REPO) not in ("", str(fs.common.REPO))
 
 
 def _killed_render(task):

@@ -1,6 +1,6 @@
 """Archive sources: the members of a notMNIST ``.tar.gz`` / ``.tgz`` / ``.tar`` (also ``.tar.bz2`` /
 ``.tar.xz``) or extracted folder, read safely as ``(name, label, bytes)`` (no decoding; tar headers are
-parsed by ``tar_stream``).
+read by ``tarfile``, see ``tar_stream``).
 
 Nothing is ever extracted or written. The source is untrusted input: absolute paths, ``..``
 components, links, devices and members over ``max_member_bytes`` (default ``MAX_MEMBER_BYTES``,
@@ -15,7 +15,6 @@ are left of ``max_total_bytes`` stops the read at once, without decompressing it
 from __future__ import annotations
 
 import bz2
-import functools
 import gzip
 import itertools
 import lzma
@@ -24,7 +23,8 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
-from dnn_tf.data.tar_stream import MAX_HEADER_BYTES, TarStream  # noqa: F401 - MAX_HEADER_BYTES: part of this API
+from dnn_tf.data import tar_stream
+from dnn_tf.data.tar_stream import MAX_HEADER_BYTES, TarReader  # noqa: F401 - MAX_HEADER_BYTES: part of this API
 from dnn_tf.notmnist import LETTERS, DataError
 
 MAX_MEMBER_BYTES = 1 << 20  # a 28x28 PNG is < 2 KB; anything above 1 MiB is refused unread
@@ -34,8 +34,8 @@ MAX_TOTAL_BYTES = 4 << 30
 MAX_REASON_CHARS = 160  # a skip reason or error detail is cut to this many characters
 OUTSIDE_CLASSES = "not inside an A..J folder"
 CLASS_PATH_DEPTHS = (2, 3)  # "A/x.png" or "root/A/x.png"
-FOLDER_CACHE = 4096  # member folders whose class_of answer is remembered
 PROGRESS_EVERY = 256  # members between updates of a tar scan's progress
+FAST_HEADERS = True  # plain tar headers read in bulk (tar_stream.plain_headers); False: every header by tarfile
 _KIND_REASONS = {"symbolic link": "symbolic link refused", "hard link": "hard link refused",
                  "device": "device or special file refused", "other": "not a regular file"}
 
@@ -87,19 +87,6 @@ def class_of(name: str) -> tuple[int | None, str]:
 def _is_class_dir(name: str) -> bool:
     label, _ = class_of(name.rstrip("/") + "/x")
     return label is not None
-
-
-@functools.lru_cache(maxsize=FOLDER_CACHE)
-def _folder_class(folder: str) -> tuple[int | None, str]:
-    return class_of(folder + "/x")
-
-
-def _member_class(name: str) -> tuple[int | None, str]:
-    """``class_of(name)``, remembered per folder: a plain last part adds nothing to the answer."""
-    folder, sep, last = name.rpartition("/")
-    if folder and last and last not in (".", "..") and "\\" not in last:
-        return _folder_class(folder)
-    return class_of(name)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -158,14 +145,15 @@ class _TarScan(_Scan):
             self._raw.seek(0)
             opener = next((op for m, op in _COMPRESSED_MAGIC.items() if magic.startswith(m)), None)
             self._stream = opener(self._raw) if opener else self._raw
-            self._tar = TarStream(self._stream, max_total_bytes,
+            self._tar = TarReader(self._stream, max_total_bytes,
                                   lambda: self._bomb("it unpacks to more bytes than the limit"))
-            self._first = self._tar.next()  # as tarfile.open: a bad first header is "not a tar archive"
+            self._members = tar_stream.members(self._tar, fast=FAST_HEADERS)
+            self._first = next(self._members, None)  # as tarfile.open: a bad first header is "not a tar archive"
         except Exception as e:  # noqa: BLE001 - anything tarfile/gzip/bz2/lzma raise on bad bytes
             self.close()
             if isinstance(e, MemoryError) or (isinstance(e, DataError) and self._budget_crossed()):
                 raise
-            if isinstance(e, DataError):  # a hostile first header (see tar_stream.SafeTarInfo)
+            if isinstance(e, DataError):  # a hostile first header (see tar_stream.TarReader.read)
                 raise DataError(f"{path} is truncated or corrupt ({one_line(e)})") from None
             raise DataError(f"{path} is not a tar archive ({_describe(e)})") from None
 
@@ -175,11 +163,11 @@ class _TarScan(_Scan):
 
     def __iter__(self) -> Iterator[Member]:
         try:
-            members = itertools.chain([self._first], self._tar.members()) if self._first is not None else ()
-            for count, member in enumerate(members):
+            members = itertools.chain([self._first], self._members) if self._first is not None else ()
+            for count, (member, after) in enumerate(members):
                 if count % PROGRESS_EVERY == 0:
                     self.done = self._raw.tell()
-                if self._tar.offset > self.max_total_bytes:  # its header claims more than the budget: stop now
+                if after is not None and after > self.max_total_bytes:  # it claims more than the budget: stop now
                     raise self._bomb(f"member {one_line(member[0])!r} claims {member[2]:,} bytes, "
                                      "more than are left of the limit")
                 item = self._member(*member)
@@ -202,7 +190,7 @@ class _TarScan(_Scan):
         if kind == "dir":
             self.found_class_folder = self.found_class_folder or _is_class_dir(name)
             return None
-        label, reason = _member_class(name)
+        label, reason = class_of(name)
         if reason and reason != OUTSIDE_CLASSES:
             return name, None, reason
         if kind != "file" or label is None:

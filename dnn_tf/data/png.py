@@ -10,12 +10,12 @@ converted like 8-bit colour. Any other mode is refused with a reason. The PNG he
 before Pillow decodes anything: no PNG signature -> "not a PNG image", IHDR size not 28x28 ->
 "wrong size" (so a header claiming 60000x60000 pixels costs nothing).
 
-notMNIST's PNGs are 8-bit grayscale with just IHDR, IDAT and IEND chunks. Such a file, with
-every CRC right, goes straight to Pillow's own PNG pixel decoder (its "zip" decoder, what
-``Image.open(...).load()`` runs on the IDAT data too), skipping the chunk parsing of
-``PngImagePlugin`` in Python, which costs more than the pixels; ``decode_pngs`` decodes a batch of
-them into one image. Anything else, and any failure there, takes the full ``Image.open`` path, so
-pixels and reasons are the same either way.
+notMNIST's PNGs are 8-bit grayscale with just IHDR, IDAT and IEND chunks. For such a file, with
+every CRC right, ``_plain_idat`` takes the image data and Pillow's own PNG pixel decoder (its "zip"
+decoder, through the public ``Image.frombytes``) decodes it, skipping ``PngImagePlugin``'s chunk
+parsing in Python, which costs more than the pixels (docs/performance.md has the measurement).
+Anything else, and any failure there, takes the full ``Image.open`` path, so pixels and reasons are
+the same either way (``tests/test_archive.py`` checks it on random and damaged PNGs).
 """
 
 from __future__ import annotations
@@ -41,11 +41,14 @@ MAX_16BIT = 65535
 CONVERTIBLE_MODES = ("1", "P", "RGB", "RGBA", "LA", "PA")
 PALETTE_MODES = ("P", "PA")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-# The plain layout: signature, IHDR of 28x28 8-bit gray (no interlace), IDAT chunks, IEND.
-PLAIN_IHDR = struct.pack(">I4sIIBBBBB", 13, b"IHDR", IMAGE_SIZE, IMAGE_SIZE, 8, 0, 0, 0, 0)
-PLAIN_IHDR_END = len(PNG_SIGNATURE) + len(PLAIN_IHDR)  # where IHDR's CRC starts
 CHUNK_HEAD, CHUNK_CRC = 8, 4  # length + type; CRC
 _U32 = struct.Struct(">I")
+# The plain layout: signature, IHDR of 28x28 8-bit gray (no interlace), IDAT chunks, IEND (as these bytes,
+# CRCs included).
+PLAIN_IHDR = struct.pack(">I4sIIBBBBB", 13, b"IHDR", IMAGE_SIZE, IMAGE_SIZE, 8, 0, 0, 0, 0)
+PLAIN_HEAD = PNG_SIGNATURE + PLAIN_IHDR + _U32.pack(zlib.crc32(PLAIN_IHDR[4:]))
+PLAIN_END = _U32.pack(0) + b"IEND" + _U32.pack(zlib.crc32(b"IEND"))
+PLAIN_FAST_PATH = True  # False: every PNG through Image.open (to measure what the plain path buys)
 
 
 def decode_png(data: bytes) -> tuple[np.ndarray | None, str]:
@@ -65,11 +68,9 @@ def decode_png(data: bytes) -> tuple[np.ndarray | None, str]:
     size = _ihdr_size(data)
     if size is not None and size != (IMAGE_SIZE, IMAGE_SIZE):
         return None, _wrong_size(*size)
-    idat = _plain_idat(data)
-    if idat is not None:
-        canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE))
-        if _decode_into(canvas, 0, idat):
-            return np.asarray(canvas), ""
+    canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE))
+    if _decode_plain(canvas, data):
+        return np.asarray(canvas), ""
     try:
         with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
             if im.size != (IMAGE_SIZE, IMAGE_SIZE):
@@ -82,28 +83,28 @@ def decode_png(data: bytes) -> tuple[np.ndarray | None, str]:
 
 
 def decode_pngs(blobs: Sequence[bytes]) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
-    """Decodes a batch of PNGs: the pixels and reasons of ``decode_png`` on each, faster.
-
-    Plain gray PNGs are decoded straight into one image holding the whole batch (no image object
-    and pixel copy per PNG); every other one goes through ``decode_png``.
+    """Decodes a batch of PNGs: the pixels and reasons of ``decode_png`` on each, faster (one image object
+    decodes every plain PNG in turn, pasted into one image of the whole batch).
 
     Returns:
       ``(uint8 (k, 28, 28) of the decodable ones, their indices in blobs, (index, reason) of the others)``.
     """
-    canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE * len(blobs)))
+    canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE))
+    batch = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE * len(blobs)))
     good: list[int] = []
     bad: list[tuple[int, str]] = []
     others: dict[int, np.ndarray] = {}
     for i, data in enumerate(blobs):
-        idat = _plain_idat(data)
-        if idat is None or not _decode_into(canvas, len(good), idat):
+        if _decode_plain(canvas, data):
+            batch.paste(canvas, (0, IMAGE_SIZE * len(good)))
+        else:
             pixels, reason = decode_png(data)
             if pixels is None:
                 bad.append((i, reason))
                 continue
             others[len(good)] = pixels
         good.append(i)
-    stacked = np.frombuffer(bytearray(canvas.tobytes()), np.uint8).reshape(len(blobs), IMAGE_SIZE, IMAGE_SIZE)
+    stacked = np.frombuffer(bytearray(batch.tobytes()), np.uint8).reshape(len(blobs), IMAGE_SIZE, IMAGE_SIZE)
     stacked = stacked[:len(good)]
     for row, pixels in others.items():
         stacked[row] = pixels
@@ -112,35 +113,31 @@ def decode_pngs(blobs: Sequence[bytes]) -> tuple[np.ndarray, list[int], list[tup
 
 def _plain_idat(data: bytes) -> bytes | None:
     """The image data of a plain 8-bit gray PNG (see the module docstring), or None for any other file."""
-    if data[len(PNG_SIGNATURE):PLAIN_IHDR_END] != PLAIN_IHDR or _crc(data, len(PNG_SIGNATURE) + 4, PLAIN_IHDR_END):
+    if not data.startswith(PLAIN_HEAD):
         return None
-    pos, parts = PLAIN_IHDR_END + CHUNK_CRC, []
-    while True:
+    pos, parts = len(PLAIN_HEAD), []
+    while not data.startswith(PLAIN_END, pos):
         if pos + CHUNK_HEAD + CHUNK_CRC > len(data):
             return None
         end = pos + CHUNK_HEAD + _U32.unpack_from(data, pos)[0]
-        kind = data[pos + 4:pos + CHUNK_HEAD]
-        if kind not in (b"IDAT", b"IEND") or _crc(data, pos + 4, end):
+        if data[pos + 4:pos + CHUNK_HEAD] != b"IDAT" or _crc(data, pos + 4, end):
             return None
-        if kind == b"IEND":
-            return b"".join(parts) if parts else None
         parts.append(data[pos + CHUNK_HEAD:end])
         pos = end + CHUNK_CRC
+    return b"".join(parts) if parts else None
 
 
-def _decode_into(canvas: Image.Image, row: int, idat: bytes) -> bool:
-    """Decodes ``idat`` into image ``row`` (28 pixel rows) of ``canvas`` with Pillow's PNG pixel decoder.
-
-    ``Image._getdecoder`` is where ``Image.frombytes`` and ``ImageFile.load`` get that decoder too;
-    a failure (truncated or broken data) leaves the reason to the full path.
-    """
+def _decode_plain(canvas: Image.Image, data: bytes) -> bool:
+    """Decodes a plain 8-bit gray PNG (see the module docstring) into ``canvas`` with Pillow's PNG pixel
+    decoder; False for any other file, or a failure (truncated or broken data: the full path says why)."""
+    idat = _plain_idat(data) if PLAIN_FAST_PATH else None
+    if idat is None:
+        return False
     try:
-        decoder = Image._getdecoder("L", "zip", ("L",))
-        decoder.setimage(canvas.im, (0, row * IMAGE_SIZE, IMAGE_SIZE, (row + 1) * IMAGE_SIZE))
-        consumed, error = decoder.decode(idat)
+        canvas.frombytes(idat, "zip", "L")  # raw mode "L", as PngImagePlugin gives it for 8-bit gray
     except Exception:  # noqa: BLE001 - any failure here means: take the full path
         return False
-    return consumed < 0 and error == 0  # Image.frombytes' test of a complete image
+    return True
 
 
 def _crc(data: bytes, start: int, end: int) -> bool:

@@ -1,20 +1,20 @@
-"""A tar stream read in bulk: its members as ``(name, kind, size, data offset)``, exactly as ``tarfile``'s
-stream mode reads them, at a fraction of its cost per member (numpy-free, nothing extracted).
+"""The members of a tar stream as ``(name, kind, size, data offset)``, read by ``tarfile`` (nothing extracted).
 
-tarfile parses every field of every 512-byte header in Python, ~20 us a member: most of the main
-process's time on notMNIST_large's 529,119 members. ``TarStream`` keeps the decompressed bytes in a
-window and parses the common header by hand (``fast_header``: a file or folder whose number fields
-hold octal digits and NULs, as tarfile and GNU tar write them, with a matching checksum). Every other
-header (pax and GNU long-name headers, links, devices, sparse files, other number formats, bad
-checksums) goes to tarfile's own parsers, and bad headers are treated as ``TarFile.next`` treats them:
-at the start of the stream they raise ``tarfile.ReadError``, later on they end the archive.
+``TarReader`` is the file object that ``tarfile.open(fileobj=..., mode="r:")`` reads: the decompressed
+stream seen through a window, forward only, every byte counted against a budget (decompression bombs).
+Before tarfile acts on a header, the reader refuses one that claims a negative size or a long-name /
+pax payload over ``MAX_HEADER_BYTES`` (tarfile would read that payload into memory), and it refuses
+any single read over ``MAX_HEADER_BYTES``, so tarfile never allocates what a header claims. Member
+data are read with ``TarReader.take`` at ``TarInfo.offset_data``.
+
+``members`` reads each header with tarfile, except runs of plain file and folder headers, which
+``plain_headers`` takes from the window in bulk: the one hand-written tar parser kept, because tarfile's
+parsing of 529,119 headers, in Python, slows the prepare of notMNIST_large by a third (docs/performance.md).
 """
 
 from __future__ import annotations
 
-import re
 import tarfile
-import zlib
 from typing import Callable, Iterator
 
 import numpy as np
@@ -22,235 +22,93 @@ import numpy as np
 from dnn_tf.notmnist import DataError
 
 MAX_HEADER_BYTES = 1 << 16  # GNU long-name / pax extended header payload (real ones are < 1 KB)
-READ_BYTES = 1 << 20  # decompressed bytes read at a time
+READ_BYTES = 1 << 18  # decompressed bytes read at a time
 MAX_NAME_CHARS = 100  # of a member name quoted in an error
 BLOCK = tarfile.BLOCKSIZE
-# fast_header: the plain file / folder types, the characters of their number fields, the checksum field.
-PLAIN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
-DIGITS_NUL = b"01234567\0"
-CHKSUM_FIELD = (148, 156)
-CHKSUM_BLANKS = 8 * ord(" ")  # a checksum is summed with its own field read as spaces
-CHKSUM = re.compile(rb" *([0-7]*) *(?:\0|\Z)")  # what tarfile's nti accepts up to the first NUL (a subset)
-CHKSUM_END = b"\0 "  # after the 6 digits of "%06o\0 ", how tarfile and GNU tar write a checksum
-ZERO_BLOCK = bytes(BLOCK)
-# TarStream._plain_run: the same test on every header in the window at once.
-_DIR, _AREG, _SLASH = tarfile.DIRTYPE[0], tarfile.AREGTYPE[0], ord("/")
-_REG_DIR = (tarfile.REGTYPE[0], _DIR)
-_SIZE_DIGITS = 11  # "%011o\0", how tarfile and GNU tar write a size
-_NUMBER_BYTE = np.zeros(256, bool)
-_NUMBER_BYTE[list(DIGITS_NUL)] = True
-_OCTAL_BYTE = np.zeros(256, bool)
-_OCTAL_BYTE[list(DIGITS_NUL[:-1])] = True
-_CHKSUM_DIGITS = 6
+PAYLOAD_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                 tarfile.SOLARIS_XHDTYPE)  # headers whose payload tarfile reads into memory
+# Member types whose data tarfile does not skip (it skips data after regular files and types it does not
+# know): their next header starts right after their own.
+NO_DATA_TYPES = (tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE,
+                 tarfile.FIFOTYPE)
+# plain_headers: the header fields it checks (byte offsets of the ustar layout) and how.
+_NAME_END, _NUMBERS, _SIZE, _CHKSUM, _TYPE, _DEVICES, _PREFIX = 100, (100, 148), 124, 148, 156, (329, 345), 345
+_SIZE_DIGITS, _CHKSUM_DIGITS = 11, 6  # "%011o\0" and "%06o\0 ", how tarfile and GNU tar write them
+_CHKSUM_END = np.frombuffer(b"\0 ", np.uint8)
+_CHKSUM_BLANKS = 8 * ord(" ")  # a checksum is summed with its own field read as spaces
 _CHKSUM_WEIGHTS = 8 ** np.arange(_CHKSUM_DIGITS - 1, -1, -1)
-_CHKSUM_END = np.frombuffer(CHKSUM_END, np.uint8)
+_NUMBER_BYTE = np.zeros(256, bool)
+_NUMBER_BYTE[list(b"01234567\0")] = True
+_OCTAL_BYTE = np.zeros(256, bool)
+_OCTAL_BYTE[list(b"01234567")] = True
+_REG, _AREG, _DIR, _SLASH = tarfile.REGTYPE[0], tarfile.AREGTYPE[0], tarfile.DIRTYPE[0], ord("/")
 
 Member = tuple[str, str, int, int]  # name, kind ("file", "dir", "symbolic link", ...), size, data offset
 
 
-class SafeTarInfo(tarfile.TarInfo):
-    """TarInfo that refuses negative sizes and oversized long-name / pax headers before tarfile reads them.
+class TarReader:
+    """The decompressed bytes of ``stream`` as the forward-only file object tarfile reads, at most ``limit``
+    of them (beyond: ``on_limit()`` is raised).
 
-    (tarfile reads such a header's whole payload into memory; ``_proc_member`` is
-    tarfile's documented hook for subclasses.)
-    """
-
-    _HEADER_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
-                     tarfile.SOLARIS_XHDTYPE)
-
-    def _proc_member(self, tarfile_):
-        if self.size < 0:
-            raise DataError(f"member {self.name[:MAX_NAME_CHARS]!r} has a negative size")
-        if self.type in self._HEADER_TYPES and self.size > MAX_HEADER_BYTES:
-            raise DataError(f"a long-name/pax header of {self.size:,} bytes (limit {MAX_HEADER_BYTES:,})")
-        return super()._proc_member(tarfile_)
-
-    def kind(self) -> str:
-        """"file" (regular, not sparse), "dir", "symbolic link", "hard link", "device" or "other"."""
-        if self.isdir() or self.issym() or self.islnk():
-            return "dir" if self.isdir() else "symbolic link" if self.issym() else "hard link"
-        if self.ischr() or self.isblk() or self.isfifo():
-            return "device"
-        return "file" if self.isfile() and not self.issparse() else "other"
-
-
-def fast_header(h: bytes) -> tuple[str, str, int] | None:
-    """``(name, kind, size)`` of a plain file or folder header, as ``tarfile.TarInfo.frombuf`` reads it;
-    None for any other header (and for an all-zero one)."""
-    kind = h[156:157]
-    if kind not in PLAIN_TYPES or h[100:148].translate(None, DIGITS_NUL) or h[329:345].translate(None, DIGITS_NUL):
-        return None
-    if h[154:156] == CHKSUM_END and not h[148:154].translate(None, DIGITS_NUL[:-1]):
-        chksum = int(h[148:154], 8)
-    else:
-        match = CHKSUM.match(h, *CHKSUM_FIELD)
-        chksum = int(match[1] or b"0", 8) if match else -1
-    if chksum != sum(h.translate(None, b"\0")) - sum(h[slice(*CHKSUM_FIELD)]) + CHKSUM_BLANKS:  # (NULs add 0)
-        return None
-    end = h.find(b"\0", 124, 136)
-    size = int(h[124:end if end >= 0 else 136] or b"0", 8)
-    end = h.find(b"\0", 0, 100)
-    name = h[:end if end >= 0 else 100].decode(tarfile.ENCODING, "surrogateescape")
-    if kind == tarfile.AREGTYPE and name.endswith("/"):
-        kind = tarfile.DIRTYPE
-    if kind == tarfile.DIRTYPE:
-        name = name.rstrip("/")
-    if h[345]:  # the ustar prefix
-        name = _nts(h[345:500]) + "/" + name
-    return name, "dir" if kind == tarfile.DIRTYPE else "file", size
-
-
-def _nts(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode(tarfile.ENCODING, "surrogateescape")
-
-
-class TarStream:
-    """The members of a decompressed tar stream, read at most ``limit`` bytes (beyond: ``on_limit()`` is raised).
-
-    The bytes are held in a window ``[base, base + len(buf))`` of about ``READ_BYTES`` that forgets what
-    lies before the member being read (offsets only go forward). The stream is read with ``read1``,
-    ahead of need; an error of the decompressor (a truncated or corrupt stream) is raised only once
-    bytes past it are needed, as tarfile would raise it. The object is also the ``TarFile`` that
-    tarfile's parsers read from (``fileobj``, ``offset`` of the next header, ``pax_headers``,
-    ``encoding``, ``errors``).
+    The window ``[base, base + len(buf))`` holds about ``READ_BYTES`` read ahead with ``read1`` and
+    forgets what lies before the position being read. An error of the decompressor (a truncated or
+    corrupt stream) is raised only once bytes past it are needed.
 
     Attributes:
       count: bytes read from the stream so far.
-      offset: where the next header starts (``TarFile.offset``): how many bytes the members so far claim.
     """
-
-    encoding, errors = tarfile.ENCODING, "surrogateescape"  # TarFile's defaults
 
     def __init__(self, stream, limit: int, on_limit: Callable[[], Exception]):
         self._stream, self._limit, self._on_limit = stream, limit, on_limit
-        self.buf, self.base, self.count, self.pos, self.offset, self.eof = b"", 0, 0, 0, 0, False
-        self.fileobj, self.pax_headers, self._error = self, {}, None
+        self.buf, self.base, self.count, self._pos, self._eof, self._error = b"", 0, 0, 0, False, None
 
-    def members(self) -> Iterator[Member]:
-        """The members after those read so far, to the end of the archive (``offset`` follows them).
+    # The file object tarfile reads: tell, seek (forward), read (headers and their payloads only).
 
-        Raises:
-          What ``next`` raises.
-        """
-        while True:
-            run = self._plain_run()
-            for name, kind, size, data_at, after in run:
-                self.offset = after
-                yield name, kind, size, data_at
-            if not run:
-                member = self.next()
-                if member is None:
-                    return
-                yield member
+    def tell(self) -> int:
+        return self._pos
 
-    def _plain_run(self) -> list[tuple[str, str, int, int, int]]:
-        """The plain headers that come next in the window, tested all at once as ``fast_header`` tests one
-        (number fields, 11-digit size, checksum in tarfile's own format), with the offset after each
-        member; [] if none."""
-        buf, base = self.buf, self.base
-        at, last, starts, skips = self.offset - base, len(buf) - BLOCK, [], []
-        while not self.pax_headers and 0 <= at <= last:
-            kind = buf[at + 156]
-            if kind == _AREG:  # a folder if its name ends with "/"
-                end = buf.find(b"\0", at, at + 100) % (at + 101)  # (no NUL: the field's end)
-                folder = end > at and buf[end - 1] == _SLASH
-            elif kind in _REG_DIR:
-                folder = kind == _DIR
-            else:
-                break
-            try:
-                size = int(buf[at + 124:at + 124 + _SIZE_DIGITS], 8)  # checked to be digits below
-            except ValueError:
-                break
-            starts.append(at)
-            skips.append(0 if folder else -(-size // BLOCK))
-            at += (1 + skips[-1]) * BLOCK
-        if not starts:
-            return []
-        h = np.frombuffer(buf, np.uint8)[np.asarray(starts)[:, None] + np.arange(BLOCK)]
-        digits = h[:, 148:148 + _CHKSUM_DIGITS]
-        ok = (_NUMBER_BYTE[h[:, 100:148]].all(1) & _NUMBER_BYTE[h[:, 329:345]].all(1) & _OCTAL_BYTE[digits].all(1)
-              & (h[:, 154:156] == _CHKSUM_END).all(1) & (h[:, 124 + _SIZE_DIGITS] == 0))
-        ok &= ((digits - ord("0")) * _CHKSUM_WEIGHTS).sum(1) == (
-            h.sum(1, dtype=np.int64) - h[:, slice(*CHKSUM_FIELD)].sum(1, dtype=np.int64) + CHKSUM_BLANKS)
-        run = []
-        for at, skip in zip(starts[:len(ok) if ok.all() else int(np.argmin(ok))], skips):
-            if buf[at + 345]:  # a ustar prefix
-                name, kind, size = fast_header(buf[at:at + BLOCK])
-            else:
-                end = buf.find(b"\0", at, at + 100)
-                name = buf[at:end if end >= 0 else at + 100].decode(tarfile.ENCODING, "surrogateescape")
-                folder = buf[at + 156] == _DIR or (buf[at + 156] == _AREG and name.endswith("/"))
-                name, kind = (name.rstrip("/"), "dir") if folder else (name, "file")
-                size = int(buf[at + 124:at + 124 + _SIZE_DIGITS], 8)
-            run.append((name, kind, size, base + at + BLOCK, base + at + (1 + skip) * BLOCK))
-        return run
+    def seek(self, pos: int, whence: int = 0) -> int:
+        pos += (0, self._pos)[whence]
+        if pos < self._pos:
+            raise tarfile.StreamError("seeking backwards is not allowed")
+        self._pos = pos  # the bytes in between are skipped when a later read needs what follows them
+        return pos
 
-    def next(self) -> Member | None:
-        """The next member; None at the end of the archive.
+    def read(self, size: int = -1) -> bytes:
+        """What tarfile reads: a header (checked first, see ``refuse_hostile``) or a header's payload.
 
         Raises:
-          tarfile.ReadError: a bad first header, a stream that ends inside a member, a bad header after
-            a pax or long-name header; DataError: see ``SafeTarInfo``, ``on_limit``; whatever the
-            decompressor raises on a corrupt stream.
+          DataError: a read over ``MAX_HEADER_BYTES`` (a long-name/pax payload claiming more), or see
+            ``refuse_hostile``.
         """
-        offset = self.offset
-        at = offset - self.base
-        if not (0 <= at <= len(self.buf) - BLOCK):  # not in the window yet
-            n = self.need(offset, offset + BLOCK)
-            if n < 0:
-                raise tarfile.ReadError("unexpected end of data")
-            at = 0 if n == BLOCK else -1
-        if at >= 0 and not self.pax_headers:  # global pax headers apply to every later member: tarfile's job
-            header = self.buf[at:at + BLOCK]
-            if header == ZERO_BLOCK:
-                return None
-            fast = fast_header(header)
-            if fast is not None:
-                name, kind, size = fast
-                blocks = -(-size // BLOCK) if kind == "file" else 0  # tarfile skips no folder data
-                self.offset = offset + (1 + blocks) * BLOCK
-                return name, kind, size, offset + BLOCK
-        return self._slow(offset)
-
-    def _slow(self, offset: int) -> Member | None:
-        """The member at ``offset`` read by tarfile's parsers, bad headers handled as in ``TarFile.next``."""
-        self.pos = offset
-        try:
-            info = SafeTarInfo.fromtarfile(self)
-        except tarfile.EOFHeaderError:
-            return None
-        except (tarfile.InvalidHeaderError, tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError) as e:
-            if offset == 0:  # later on, tarfile takes a bad header for the end of the archive
-                raise tarfile.ReadError("empty file" if isinstance(e, tarfile.EmptyHeaderError) else str(e)) from None
-            return None
-        except tarfile.SubsequentHeaderError as e:
-            raise tarfile.ReadError(str(e)) from None
-        except zlib.error as e:
-            raise tarfile.ReadError(f"zlib error: {e}") from None
-        return info.name, info.kind(), info.size, info.offset_data
-
-    def _read(self, size: int) -> bytes:
-        if self._error is not None:
-            raise self._error
-        room = self._limit - self.count + 1  # one byte more than allowed shows that the limit is crossed
-        data = b"" if self.eof else self._stream.read1(max(min(size, room), 1))
-        self.count += len(data)
-        if self.count > self._limit:
-            raise self._on_limit()
-        self.eof = not data
+        if not 0 <= size <= MAX_HEADER_BYTES:
+            raise DataError(f"a long-name/pax header of {size:,} bytes (limit {MAX_HEADER_BYTES:,})")
+        data = self.take(self._pos, size)
+        if size == BLOCK and self._pos % BLOCK == 0:
+            refuse_hostile(data)
+        self._pos += len(data)
         return data
 
+    # Our own reads: member data and the plain headers, at absolute offsets.
+
+    def take(self, start: int, size: int) -> bytes:
+        """The bytes ``[start, start + size)`` (fewer at the end of the stream)."""
+        at = start - self.base
+        if not (0 <= at and at + size <= len(self.buf)):
+            n = self.need(start, start + size)
+            at, size = start - self.base, max(n, 0)
+        return self.buf[at:at + size]
+
     def need(self, start: int, end: int) -> int:
-        """How many bytes of ``[start, end)`` the window holds now (fewer at the end); < 0: the stream ends before
-        ``start``."""
+        """How many bytes of ``[start, end)`` the window holds now, having read what it lacks (fewer at the
+        end of the stream); < 0: the stream ends before ``start``."""
         have = self.base + len(self.buf)
-        if end > have and not self.eof:
+        if end > have and not self._eof:
             parts = [self.buf[start - self.base:]] if start < have else []
-            while have < start and not self.eof:  # skip what lies between (a refused member's bytes)
+            while have < start and not self._eof:  # skip what lies between (a refused member's bytes)
                 have += len(self._read(min(start - have, READ_BYTES)))
-            size, ahead = have - start, max(end - start, READ_BYTES)  # read ahead: runs of headers (_plain_run)
-            while 0 <= size < ahead and not self.eof:
+            size, ahead = have - start, max(end - start, READ_BYTES)  # read ahead: runs of plain headers
+            while 0 <= size < ahead and not self._eof:
                 try:
                     parts.append(self._read(ahead - size))
                 except (DataError, MemoryError):
@@ -264,24 +122,149 @@ class TarStream:
             self.buf, self.base = b"".join(parts), start if size >= 0 else have
         return min(end, self.base + len(self.buf)) - start if start >= self.base else -1
 
-    def take(self, start: int, size: int) -> bytes:
-        """The bytes ``[start, start + size)`` (fewer at the end of the stream)."""
-        at = start - self.base
-        if not (0 <= at <= len(self.buf) - size):
-            n = self.need(start, start + size)
-            at, size = start - self.base, max(n, 0)
-        return self.buf[at:at + size]
-
-    def read(self, size: int) -> bytes:
-        data = self.take(self.pos, size)
-        self.pos += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self.pos
+    def reaches(self, end: int) -> bool:
+        """Whether the stream holds ``end`` bytes (reading up to there if need be)."""
+        return end <= self.base + len(self.buf) or self.need(end - 1, end) > 0
 
     def drain(self) -> None:
         """Reads to the end of the stream (within the limit), so a truncated or corrupt compressed stream is noticed."""
         self.buf = b""
         while self._read(READ_BYTES):
             pass
+
+    def _read(self, size: int) -> bytes:
+        if self._error is not None:
+            raise self._error
+        room = self._limit - self.count + 1  # one byte more than allowed shows that the limit is crossed
+        data = b"" if self._eof else self._stream.read1(max(min(size, room), 1))
+        self.count += len(data)
+        if self.count > self._limit:
+            raise self._on_limit()
+        self._eof = not data
+        return data
+
+
+def refuse_hostile(header: bytes) -> None:
+    """Refuses, before tarfile acts on it, a header claiming a negative size or a long-name/pax payload over
+    ``MAX_HEADER_BYTES``; tarfile's own ``TarInfo.frombuf`` parses it (only if its type or size field
+    could say so: most headers are left to tarfile alone).
+
+    Raises:
+      DataError: such a header.
+    """
+    size_field = header[_SIZE:_SIZE + 12]
+    if header[_TYPE:_TYPE + 1] not in PAYLOAD_TYPES and b"-" not in size_field and size_field[:1] != b"\xff":
+        return
+    try:
+        info = tarfile.TarInfo.frombuf(header, tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return  # tarfile says what is wrong with it
+    if info.size < 0:
+        raise DataError(f"member {info.name[:MAX_NAME_CHARS]!r} has a negative size")
+    if info.type in PAYLOAD_TYPES and info.size > MAX_HEADER_BYTES:
+        raise DataError(f"a long-name/pax header of {info.size:,} bytes (limit {MAX_HEADER_BYTES:,})")
+
+
+def kind(info: tarfile.TarInfo) -> str:
+    """"file" (regular, not sparse), "dir", "symbolic link", "hard link", "device" or "other"."""
+    if info.isdir() or info.issym() or info.islnk():
+        return "dir" if info.isdir() else "symbolic link" if info.issym() else "hard link"
+    if info.ischr() or info.isblk() or info.isfifo():
+        return "device"
+    return "file" if info.isfile() and not info.issparse() else "other"
+
+
+def next_header(info: tarfile.TarInfo) -> int | None:
+    """Where the header after ``info`` starts, as tarfile reads it: after its data, padded to a block,
+    unless tarfile reads no data after its type; None for a sparse member (tarfile's own business)."""
+    if info.issparse():
+        return None
+    return info.offset_data + (0 if info.type in NO_DATA_TYPES else -(-info.size // BLOCK) * BLOCK)
+
+
+def members(reader: TarReader, fast: bool = True) -> Iterator[tuple[Member, int | None]]:
+    """The members of the archive and, with each, where the header after it starts (None: unknown).
+
+    Each header is read by a ``tarfile.TarFile`` opened at it (so none keeps a list of every member),
+    and bad headers are what tarfile makes of them: at the start of the stream a ``tarfile.ReadError``,
+    later on the end of the archive. After a global pax header, or a member whose end only tarfile knows
+    (sparse), one TarFile reads the rest. With ``fast``, runs of plain headers are read by ``plain_headers``.
+
+    Raises:
+      DataError: see ``TarReader.read``, or a member with a negative size; whatever tarfile and the
+        decompressor raise on a bad archive.
+    """
+    at = 0
+    while True:
+        run = plain_headers(reader, at) if fast else []
+        for member, after in run:
+            yield member, after
+            at = after
+        if run:
+            continue
+        if not reader.reaches(at):  # as TarFile.next: the stream ends inside the last member
+            raise tarfile.ReadError("unexpected end of data")
+        reader.seek(at)
+        tar = tarfile.open(fileobj=reader, mode="r:")  # reads the header at `at` (ReadError if bad and at 0)
+        for info in tar:
+            if info.size < 0:  # (a pax record can say so too)
+                raise DataError(f"member {info.name[:MAX_NAME_CHARS]!r} has a negative size")
+            after = next_header(info) if not tar.pax_headers else None
+            yield (info.name, kind(info), info.size, info.offset_data), after
+            if after is not None:
+                at = after
+                break
+        else:
+            return
+
+
+def plain_headers(reader: TarReader, at: int) -> list[tuple[Member, int]]:
+    """The run of plain file and folder headers starting at ``at``, each with where the next header starts;
+    [] if the header at ``at`` is not one.
+
+    Plain: type "0", "\\0" or "5", no ustar prefix, number fields of octal digits and NULs, an 11-digit
+    size and a 6-digit checksum as tarfile and GNU tar write them, matching the header's unsigned sum.
+    For those, ``tarfile.TarInfo.frombuf`` reads exactly this name, type and size (``tests/test_archive.py``
+    checks it on random and damaged archives); anything else is left to tarfile.
+    """
+    if reader.need(at, at + BLOCK) < BLOCK:
+        return []
+    buf, base = reader.buf, reader.base
+    pos, last, starts, sizes, folders = at - base, len(buf) - BLOCK, [], [], []
+    while pos <= last:
+        kind_ = buf[pos + _TYPE]
+        if kind_ not in (_REG, _AREG, _DIR) or buf[pos + _PREFIX]:
+            break
+        try:
+            size = int(buf[pos + _SIZE:pos + _SIZE + _SIZE_DIGITS], 8)  # its characters are checked below
+        except ValueError:
+            break
+        if size < 0:  # (int takes a sign: such a header is tarfile's, and refuse_hostile's)
+            break
+        folder = kind_ == _DIR
+        if kind_ == _AREG:  # a folder if its name ends with "/"
+            end = buf.find(b"\0", pos, pos + _NAME_END) % (pos + _NAME_END + 1)  # (no NUL: the field's end)
+            folder = end > pos and buf[end - 1] == _SLASH
+        starts.append(pos)
+        sizes.append(size)
+        folders.append(folder)
+        pos += BLOCK + (0 if folder else -(-size // BLOCK) * BLOCK)  # tarfile reads no data after a folder
+    if not starts:
+        return []
+    h = np.frombuffer(buf, np.uint8)[np.asarray(starts)[:, None] + np.arange(BLOCK)]
+    digits = h[:, _CHKSUM:_CHKSUM + _CHKSUM_DIGITS]
+    ok = (_NUMBER_BYTE[h[:, slice(*_NUMBERS)]].all(1) & _NUMBER_BYTE[h[:, slice(*_DEVICES)]].all(1)
+          & _OCTAL_BYTE[digits].all(1) & (h[:, _CHKSUM + _CHKSUM_DIGITS:_TYPE] == _CHKSUM_END).all(1)
+          & (h[:, _SIZE + _SIZE_DIGITS] == 0))
+    ok &= ((digits - ord("0")) * _CHKSUM_WEIGHTS).sum(1) == (
+        h.sum(1, dtype=np.int64) - h[:, _CHKSUM:_TYPE].sum(1, dtype=np.int64) + _CHKSUM_BLANKS)
+    run = []
+    for pos, size, folder in zip(starts[:len(ok) if ok.all() else int(np.argmin(ok))], sizes, folders):
+        end = buf.find(b"\0", pos, pos + _NAME_END)
+        name = buf[pos:end if end >= 0 else pos + _NAME_END].decode(tarfile.ENCODING, "surrogateescape")
+        data_at = base + pos + BLOCK
+        if folder:
+            run.append(((name.rstrip("/"), "dir", size, data_at), data_at))
+        else:
+            run.append(((name, "file", size, data_at), data_at + -(-size // BLOCK) * BLOCK))
+    return run
