@@ -4,8 +4,9 @@ The course says back-propagation takes about twice the memory and compute of
 forward propagation. For the 1-hidden-layer net (784-1024-10) and a deep one
 (784-1024-512-256-10) across batch sizes this measures:
 
-* time: a compiled forward pass (logits + loss) vs a compiled training step
-  (forward + backward + SGD update), each running several iterations per call
+* time: a compiled forward pass (logits + loss: ``dnn_tf.model.loss_fn``) vs a compiled
+  training step (forward + backward + SGD update: ``dnn_tf.model.train_step`` with
+  dnn_tf's ``SGD``), each running several iterations per call
   so the Python dispatch does not count; contenders interleaved, median of
   the rounds;
 * memory, two ways (tracemalloc does not see TensorFlow's allocations):
@@ -17,7 +18,7 @@ forward propagation. For the 1-hidden-layer net (784-1024-10) and a deep one
   activations kept for the backward pass and the activation gradients. The
   weights exist before either call and are left out of both (a column adds
   them back);
-* the FLOP ratio of ``dnn_tf.model.flops_per_example`` as the reference.
+* the FLOP ratio of ``common.flops_per_example`` as the reference.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dnn_tf.notmnist import IMAGE_PIXELS, NUM_CLASSES  # noqa: E402
+
 PROG = "backprop_cost"
 STEM = "backprop_cost"
-IMAGE_PIXELS = 784
-NUM_CLASSES = 10
 FLOAT_BYTES = 4
 LEARNING_RATE = 1e-3
 SEED = 0
@@ -54,16 +55,17 @@ MIN_MEASURED_BYTES = 4 << 20  # TF's CPU allocator does not report allocations <
 
 
 def build(hidden, batch: int):
-    """Returns (forward(x, y, n), train_step(x, y, n), x, y, parameter count); each call runs ``n`` iterations."""
+    """Returns (forward(x, y, n), train_step(x, y, n), x, y); each call runs ``n`` iterations."""
     import tensorflow as tf
 
-    from dnn_tf.model import MLP, softmax_cross_entropy
+    from dnn_tf import model as model_lib
+    from dnn_tf.training.optimizers import SGD
 
-    model = MLP(hidden_sizes=tuple(hidden), init="he", seed=SEED)
+    model = model_lib.MLP(hidden_sizes=tuple(hidden), init="he", seed=SEED)
+    optimizer = SGD(LEARNING_RATE)
     rng = np.random.default_rng(SEED)
     x = tf.constant(rng.uniform(-0.5, 0.5, (batch, IMAGE_PIXELS)).astype(np.float32))
     y = tf.constant(rng.integers(0, NUM_CLASSES, batch).astype(np.int32))
-    lr = tf.constant(LEARNING_RATE)
     signature = [tf.TensorSpec([None, IMAGE_PIXELS], tf.float32), tf.TensorSpec([None], tf.int32),
                  tf.TensorSpec([], tf.int32)]
 
@@ -72,22 +74,17 @@ def build(hidden, batch: int):
         acc = tf.constant(0.0)
         for _ in tf.range(count):
             # `0 * acc` chains the iterations so none can be hoisted or skipped.
-            acc += softmax_cross_entropy(model(x + 0.0 * acc), y)
+            acc += model_lib.loss_fn(model, x + 0.0 * acc, y)[0]
         return acc
 
     @tf.function(input_signature=signature)
     def train_step(x, y, count):
         acc = tf.constant(0.0)
-        variables = model.trainable_variables
         for _ in tf.range(count):
-            with tf.GradientTape() as tape:
-                loss = softmax_cross_entropy(model(x + 0.0 * acc), y)
-            for v, g in zip(variables, tape.gradient(loss, variables)):
-                v.assign_sub(lr * g)
-            acc += loss
+            acc += model_lib.train_step(model, optimizer, x + 0.0 * acc, y)[0]
         return acc
 
-    return forward, train_step, x, y, model.num_parameters
+    return forward, train_step, x, y
 
 
 def memory_device() -> str | None:
@@ -127,8 +124,10 @@ def analytic_bytes(layer_sizes, batch: int) -> dict[str, int]:
     (input, hidden outputs, logits) + the largest pair of activation gradients
     (the first layer needs no input gradient).
     """
+    from dnn_tf.model import parameter_count
+
     s = list(layer_sizes)
-    params = sum(a * b + b for a, b in zip(s[:-1], s[1:]))
+    params = parameter_count(s)
     pairs = [s[i] + s[i + 1] for i in range(len(s) - 1)]
     grad_pairs = [s[i + 1] + (s[i] if i > 0 else 0) for i in range(len(s) - 1)]
     forward = batch * max(pairs)
@@ -143,12 +142,10 @@ def measure(net: str, hidden, batch: int, repeats: int) -> dict:
     """Time (interleaved rounds) and allocator peak of the forward pass and the training step."""
     import tensorflow as tf
 
-    from dnn_tf.model import flops_per_example
-
     sizes = (IMAGE_PIXELS, *hidden, NUM_CLASSES)
-    step_flop = flops_per_example(sizes) * batch
+    step_flop = common.flops_per_example(sizes) * batch
     iterations = max(1, int(round(TARGET_FLOP_PER_CALL / step_flop)))
-    forward, train_step, x, y, _ = build(hidden, batch)
+    forward, train_step, x, y = build(hidden, batch)
     device = memory_device()
     memory = {"forward": peak_bytes(forward, x, y, device), "train_step": peak_bytes(train_step, x, y, device)}
     count = tf.constant(iterations)
@@ -165,7 +162,7 @@ def measure(net: str, hidden, batch: int, repeats: int) -> dict:
     fwd, step = common.median(times["forward"]), common.median(times["train_step"])
     return {"forward_s": fwd, "train_step_s": step, "iterations": iterations,
             "forward_spread": common.spread(times["forward"]), "train_step_spread": common.spread(times["train_step"]),
-            "flop_ratio": flops_per_example(sizes) / flops_per_example(sizes, backward=False),
+            "flop_ratio": common.flops_per_example(sizes) / common.flops_per_example(sizes, backward=False),
             "memory_device": device, "measured_forward_bytes": memory["forward"],
             "measured_train_step_bytes": memory["train_step"]}
 
@@ -310,10 +307,11 @@ def main(argv=None) -> int:
         f"backprop {r['net']} batch {r['batch']}: time x{r['time_ratio']:.2f} (FLOPs x{r['flop_ratio']:.2f}), "
         f"memory x{r['total_memory_ratio']:.2f} (incl. weights)"
         for r in rows if r["batch"] == head["batch"]]
-    png = os.path.join(args.out, f"{STEM}.png")
+    out = common.out_dir(args)
+    png = os.path.join(out, f"{STEM}.png")
     plot(result, png)
     markdown = render(result)
-    return common.publish(args.out, STEM, result, markdown)
+    return common.publish(out, STEM, result, markdown)
 
 
 def cli(argv=None) -> int:

@@ -8,7 +8,9 @@ results so a reader can tell a quiet run from a busy one.
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -47,7 +49,7 @@ def median(values: Sequence[float]) -> float:
 
 
 def interleave(contenders: Mapping[str, Callable[[], float | None]], repeats: int, warmup: int = 1,
-               log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+               log: Callable[[str], None] | None = None, alternate: bool = False) -> dict[str, list[float]]:
     """Times each contender ``repeats`` times, round-robin, after ``warmup`` untimed rounds.
 
     Args:
@@ -57,6 +59,8 @@ def interleave(contenders: Mapping[str, Callable[[], float | None]], repeats: in
       repeats: timed rounds (each round runs every contender once, in order).
       warmup: untimed rounds first (tracing, compilation, caches).
       log: called with a one-line progress message after each round.
+      alternate: every other round runs the contenders in reverse order (A, B, B, A, ...),
+        so that none always runs right after the same neighbour.
 
     Returns:
       name -> list of seconds, one per round.
@@ -71,7 +75,8 @@ def interleave(contenders: Mapping[str, Callable[[], float | None]], repeats: in
             fn()
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for r in range(repeats):
-        for name, fn in contenders.items():
+        order = list(contenders.items())
+        for name, fn in reversed(order) if alternate and r % 2 else order:
             t0 = time.perf_counter()
             measured = fn()
             times[name].append(float(measured) if measured is not None else time.perf_counter() - t0)
@@ -86,6 +91,44 @@ def spread(values: Sequence[float]) -> float:
     return float((max(values) - min(values)) / m) if m else 0.0
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median of ``values``: the order statistics
+    ``(k, n + 1 - k)``, with ``k`` the largest rank such that ``P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2``.
+
+    Too few values for that confidence (fewer than 6 at 95%) give their whole range, which covers less.
+    """
+    x, n = sorted(values), len(values)
+    tail, k = 0.0, 0
+    while tail + math.comb(n, k) / 2 ** n <= (1 - confidence) / 2:
+        tail += math.comb(n, k) / 2 ** n
+        k += 1
+    return (x[k - 1], x[n - k]) if k else (x[0], x[-1])
+
+
+def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, Any]:
+    """Round-by-round ratios ``numerator[i] / denominator[i]`` of two interleaved contenders' times.
+
+    The two ran seconds apart in each round, under much the same load, so the ratio of a
+    round is steadier than the ratio of two medians. Returns the ``median`` of the rounds'
+    ratios, its 95% confidence interval ``ci_low``/``ci_high`` (``median_interval``), the
+    rounds' quartiles ``q25``/``q75`` (the spread) and extremes ``low``/``high``, and ``rounds``
+    (every ratio, in order).
+    """
+    ratios = [float(a) / float(b) for a, b in zip(numerator, denominator, strict=True)]
+    q25, _, q75 = (statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3)
+    ci_low, ci_high = median_interval(ratios)
+    return {"median": median(ratios), "ci_low": ci_low, "ci_high": ci_high, "q25": float(q25), "q75": float(q75),
+            "low": min(ratios), "high": max(ratios), "rounds": ratios}
+
+
+def against(ratio: Mapping[str, float], bar: float) -> str:
+    """Where a ``paired_ratios`` result stands against ``bar``: ``"above"`` / ``"below"`` when its 95% interval
+    is clear of it, else ``"unclear"``."""
+    if ratio["ci_low"] >= bar:
+        return "above"
+    return "below" if ratio["ci_high"] < bar else "unclear"
+
+
 def load_average() -> float:
     """The 1-minute load average (other processes on the 2 shared cores show up here)."""
     try:
@@ -98,6 +141,39 @@ def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     return {"cpus": os.cpu_count(), "load_average_1min": load_average(), "python": sys.version.split()[0],
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def uptime_load() -> str:
+    """The 1-, 5- and 15-minute load averages as ``uptime`` prints them, e.g. ``"1.52, 1.80, 2.01"``."""
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "-"
+
+
+def flops_per_example(layer_sizes: Sequence[int], backward: bool = True) -> int:
+    """Floating-point operations of a fully connected net's matmuls for one example (a multiply-add counts 2).
+
+    With layers ``(a_i, b_i)`` = consecutive entries of ``layer_sizes``:
+      forward  = sum_i 2 a_i b_i
+      backward = sum_i 2 a_i b_i              (weight gradients, every layer)
+               + sum_{i>0} 2 a_i b_i          (input gradients; the first layer needs none)
+    so a training step costs ``3 * forward - 2 a_0 b_0``. Biases, ReLUs, dropout and the
+    softmax are element-wise and not counted.
+
+    Args:
+      layer_sizes: widths from input to logits, e.g. ``MLP.layer_sizes``.
+      backward: include the backward pass (training) or not (inference).
+
+    Raises:
+      ValueError: fewer than two sizes or a non-positive size.
+    """
+    sizes = [int(s) for s in layer_sizes]
+    if len(sizes) < 2 or min(sizes) <= 0:
+        raise ValueError(f"layer_sizes needs at least two positive sizes, got {tuple(layer_sizes)}")
+    products = [2 * a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    forward = sum(products)
+    return forward + sum(products) + sum(products[1:]) if backward else forward
 
 
 # --------------------------------------------------------------------------- memory
@@ -310,10 +386,19 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class _OutGiven(argparse.Action):
+    """``--out``, remembering that it was given (``out_dir``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.out, namespace.out_given = values, True
+
+
 def parser(prog: str, description: str) -> ArgumentParser:
     """The arguments every benchmark takes: --out, --tiny, --repeats."""
     p = ArgumentParser(prog=prog, description=description)
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the .md/.json/.png results (default: results/)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), action=_OutGiven,
+                   help="folder for the .md/.json/.png results (default: results/; --tiny: a new temporary one)")
+    p.set_defaults(out_given=False)
     p.add_argument("--tiny", action="store_true", help="tiny sizes, a few seconds (smoke test)")
     p.add_argument("--repeats", type=int, default=None, help=f"timed rounds (default {MIN_REPEATS}; --tiny: 2)")
     return p
@@ -326,10 +411,63 @@ def add_glyphs_flag(p: ArgumentParser) -> None:
                         "(default: glyphs generated by tests/fixtures.py)")
 
 
-def repeats_of(args) -> int:
-    """The number of timed rounds: --repeats, else 2 with --tiny, else MIN_REPEATS."""
+def out_dir(args) -> Path:
+    """Where a benchmark writes: ``--out``; with ``--tiny`` and no ``--out``, a new temporary folder.
+
+    A smoke run's numbers must never replace the committed results.
+
+    Raises:
+      ValueError: ``--tiny`` with ``--out`` the committed results folder.
+    """
+    out = Path(args.out).resolve()
+    if args.tiny and out == DEFAULT_OUT.resolve():
+        if args.out_given:
+            raise ValueError(f"--tiny does not write into {DEFAULT_OUT.name}/ (the committed results); "
+                             "give another --out")
+        out = Path(tempfile.mkdtemp(prefix="dnn_tf_bench_tiny_"))
+        log(f"--tiny: the results go to {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def repeats_of(args, default: int = MIN_REPEATS) -> int:
+    """The number of timed rounds: --repeats, else 2 with --tiny, else ``default``."""
     if args.repeats is not None:
         if args.repeats < 1:
             raise ValueError("--repeats must be >= 1")
         return args.repeats
-    return 2 if args.tiny else MIN_REPEATS
+    return 2 if args.tiny else default
+
+
+def record(stem: str, argv: Sequence[str] | None, args, placeholders: Mapping[str, str],
+           default_repeats: int = MIN_REPEATS) -> dict[str, Any]:
+    """The head of a benchmark's result: its name, the command that ran it (``command_line``), the machine and
+    ``uptime``'s load at the start, ``tiny`` and the ``repeats`` (``repeats_of``); ``finish`` adds the end's."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return {"benchmark": stem, "command": command_line(f"{stem}.py", argv, placeholders), "machine": machine(),
+            "uptime_start": uptime_load(), "tiny": bool(args.tiny), "repeats": repeats_of(args, default_repeats),
+            "started": time.perf_counter()}
+
+
+def finish(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the machine and load at the end and its ``seconds``, since ``record``."""
+    result.update(machine_end=machine(), uptime_end=uptime_load(), seconds=time.perf_counter() - result.pop("started"))
+    return result
+
+
+def command_line(script: str, argv: Sequence[str], placeholders: Mapping[str, str]) -> str:
+    """How a benchmark was run, for its results: ``python benchmarks/SCRIPT ARGS``, with the value of every
+    option in ``placeholders`` (e.g. ``{"--checkout": "CHECKOUT"}``) written as its placeholder: no
+    machine's paths in committed results."""
+    words, hide = [], None
+    for arg in argv:
+        option, eq, _ = arg.partition("=")
+        if hide:
+            words.append(hide)
+            hide = None
+        elif option in placeholders and eq:
+            words.append(f"{option}={placeholders[option]}")
+        else:
+            words.append(arg)
+            hide = placeholders.get(arg)
+    return " ".join(["python", f"benchmarks/{script}", *words])

@@ -24,11 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dnn_tf.model import parameter_count  # noqa: E402
+from dnn_tf.notmnist import IMAGE_PIXELS, NUM_CLASSES  # noqa: E402
+
 PROG = "deep_vs_wide"
 STEM = "deep_vs_wide"
 CACHE_DIR = Path(tempfile.gettempdir()) / "dnn_tf_bench_cache" / "glyphs_prepared"
-IMAGE_PIXELS = 784
-NUM_CLASSES = 10
 MATCH_TOLERANCE = 0.02
 FAMILIES = {"wide": 1, "deep2": 2, "deep3": 3}
 FULL = {"anchors": (256, 512, 1024), "seeds": (0, 1, 2), "steps": 1000}
@@ -44,9 +45,8 @@ SIGNIFICANCE = 2.0  # a difference counts when it exceeds this many standard err
 
 
 def parameters(hidden) -> int:
-    """Weights and biases of 784-hidden...-10."""
-    s = (IMAGE_PIXELS, *hidden, NUM_CLASSES)
-    return sum(a * b + b for a, b in zip(s[:-1], s[1:]))
+    """Weights and biases of 784-hidden...-10 (``model.parameter_count``)."""
+    return parameter_count((IMAGE_PIXELS, *hidden, NUM_CLASSES))
 
 
 def matched_width(budget: int, depth: int) -> int:
@@ -255,9 +255,10 @@ def main(argv=None) -> int:
     result["key_lines"] = [f"deep_vs_wide: {result['statement'].split(chr(10) + chr(10))[1]}"] + [
         f"deep_vs_wide ~{first_budget:,} params: " + ", ".join(
             f"{r['family']} {r['valid_mean']:.1f}%" for r in rows if r["budget"] == first_budget)]
-    plot(rows, os.path.join(args.out, f"{STEM}.png"))
+    out = common.out_dir(args)
+    plot(rows, os.path.join(out, f"{STEM}.png"))
     markdown = render(result)
-    return common.publish(args.out, STEM, result, markdown)
+    return common.publish(out, STEM, result, markdown)
 
 
 def cli(argv=None) -> int:

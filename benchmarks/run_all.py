@@ -4,7 +4,9 @@
 ``--glyphs`` to the benchmarks that build their data from real glyphs): under 20 minutes on 2 cores
 with prepare_full_scale's archives and course baseline cached, plus a few minutes each for building
 the archives and measuring the course's extract-then-read the first time (timings in results/run_all.json).
-``--tiny`` runs everything with tiny sizes (about a minute).
+``--checkout DIR`` (a checkout of the code before, say ``git worktree add DIR 8428ca3``) also runs
+``speed_tricks`` and ``budget_train`` against it (up to 15 minutes each). ``--tiny`` runs everything
+with tiny sizes (about a minute), into a temporary folder unless given ``--out``.
 """
 
 from __future__ import annotations
@@ -22,22 +24,25 @@ import common  # noqa: E402
 PROG = "run_all"
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("train_throughput", "backprop_cost", "prepare_throughput", "prepare_full_scale", "deep_vs_wide")
+AGAINST_CHECKOUT = ("speed_tricks", "budget_train")  # run with --checkout: the code before, next to this one
+CHECKOUT_FLAG = {"speed_tricks": "--checkout", "budget_train": "--old"}
 # Safety nets only (typical: 150-300 s, 10-30 s, 150-350 s, 80-150 s, 150-250 s on 2 shared cores;
 # prepare_full_scale's first run builds its archives and measures the course once: up to 1,500 s more).
 TIMEOUT = {"train_throughput": 900, "backprop_cost": 240, "prepare_throughput": 600, "prepare_full_scale": 2400,
-           "deep_vs_wide": 480}
+           "deep_vs_wide": 480, "speed_tricks": 1800, "budget_train": 1500}
 TAKES_GLYPHS = ("prepare_throughput", "prepare_full_scale", "deep_vs_wide")  # benchmarks with --glyphs
-TINY_TIMEOUT = 120
+TINY_TIMEOUT = 300  # speed_tricks and budget_train start a TensorFlow process per checkout
 SUMMARY = "BENCHMARKS.md"
 WALL = "run_all.json"  # wall seconds of each benchmark's latest run (a partial --only run updates its entries)
 
 
-def run_one(name: str, out: str, tiny: bool, repeats: int | None = None,
-            glyphs: str | None = None) -> tuple[int, float, str]:
+def run_one(name: str, out: str, tiny: bool, repeats: int | None = None, glyphs: str | None = None,
+            checkout: str | None = None) -> tuple[int, float, str]:
     """Runs benchmark ``name``; returns (exit status, seconds, its stdout). Progress goes to stderr as it runs."""
     cmd = [sys.executable, str(HERE / f"{name}.py"), "--out", out] + (["--tiny"] if tiny else [])
     cmd += ["--repeats", str(repeats)] if repeats is not None else []
     cmd += ["--glyphs", glyphs] if glyphs and name in TAKES_GLYPHS else []
+    cmd += [CHECKOUT_FLAG[name], checkout] if checkout and name in CHECKOUT_FLAG else []
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=TINY_TIMEOUT if tiny else TIMEOUT[name])
@@ -114,6 +119,7 @@ def summarize(out: str | os.PathLike, wall: dict[str, float] | None = None) -> s
             rows.append(["backprop_cost", f"{r['net']} batch {r['batch']}: (fwd+bwd+update) / fwd, time; memory "
                          "incl. weights", f"{r['time_ratio']:.2f}; {r['total_memory_ratio']:.2f}",
                          "claim: ~2", "-"])
+    rows += _checkout_rows(out, loads)
     dw = load(out, "deep_vs_wide")
     parts = ["# Benchmarks", ""]
     if loads:
@@ -128,8 +134,31 @@ def summarize(out: str | os.PathLike, wall: dict[str, float] | None = None) -> s
         parts += ["## Back-propagation cost", "", b["conclusion"], ""]
     if dw:
         parts += ["## Deep vs wide", "", dw["statement"], ""]
-    parts += ["Details: " + ", ".join(f"[{n}]({n}.md)" for n in BENCHMARKS if (out / f"{n}.md").exists()), ""]
+    parts += ["Details: " + ", ".join(f"[{n}]({n}.md)" for n in BENCHMARKS + AGAINST_CHECKOUT
+                                      if (out / f"{n}.md").exists()), ""]
     return "\n".join(parts)
+
+
+def _checkout_rows(out: Path, loads: list[float]) -> list[list[str]]:
+    """speed_tricks' verdicts and budget_train's ratio, when their results are there."""
+    rows = []
+    s = load(out, "speed_tricks")
+    if s:
+        loads += [s["machine"]["load_average_1min"], s["machine_end"]["load_average_1min"]]
+        for r in s["rows"]:
+            q = r["ratio"]
+            rows.append(["speed_tricks", f"{r['trick']} on {r['speeds_up']} ({r['checkout']}): time without / with "
+                         f"(95% interval {q['ci_low']:.2f}-{q['ci_high']:.2f})", f"{q['median']:.2f}",
+                         f">= {s['keep_ratio']}: keep", r["verdict"]])
+    b = load(out, "budget_train")
+    if b:
+        loads += [b["machine"]["load_average_1min"], b["machine_end"]["load_average_1min"]]
+        q, sides = b["ratio"], b["sides"]
+        rows.append(["budget_train", f"deep preset steps/s, new ({sides['new']['revision']}) / old "
+                     f"({sides['old']['revision']}) (95% interval {q['ci_low']:.2f}-{q['ci_high']:.2f})",
+                     f"{q['median']:.2f}",
+                     f">= {b['target']}", _met(b["met"]) + (" (unclear)" if b["against_target"] == "unclear" else "")])
+    return rows
 
 
 def _full_scale_rows(out: Path, loads: list[float]) -> list[list[str]]:
@@ -158,20 +187,27 @@ def _full_scale_rows(out: Path, loads: list[float]) -> list[list[str]]:
 
 def main(argv=None) -> int:
     p = common.parser(PROG, __doc__.splitlines()[0])
-    p.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated subset of {', '.join(BENCHMARKS + AGAINST_CHECKOUT)}")
+    p.add_argument("--checkout", default=None, metavar="DIR",
+                   help=f"a checkout of the code before (e.g. of 8428ca3): also run {' and '.join(AGAINST_CHECKOUT)}")
     common.add_glyphs_flag(p)
     args = p.parse_args(argv)
-    names = BENCHMARKS if not args.only else tuple(n.strip() for n in args.only.split(","))
-    unknown = [n for n in names if n not in BENCHMARKS]
+    every = BENCHMARKS + AGAINST_CHECKOUT
+    names = (BENCHMARKS + (AGAINST_CHECKOUT if args.checkout else ()) if not args.only
+             else tuple(n.strip() for n in args.only.split(",")))
+    unknown = [n for n in names if n not in every]
     if unknown:
-        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(every)}")
+    if "budget_train" in names and not args.checkout:
+        raise ValueError("budget_train needs --checkout (a checkout of the code before, e.g. of 8428ca3)")
     start = time.perf_counter()
-    out = Path(args.out)
+    out = common.out_dir(args)
     failed = []
     wall: dict[str, float] = {}
     for name in names:
         common.log(f"== {name}" + (" (tiny)" if args.tiny else ""))
-        status, seconds, stdout = run_one(name, str(out), args.tiny, args.repeats, args.glyphs)
+        status, seconds, stdout = run_one(name, str(out), args.tiny, args.repeats, args.glyphs, args.checkout)
         wall[name] = seconds
         data = load(out, name)
         print(f"== {name} ({seconds:.0f} s){'' if status == 0 else f' FAILED (exit {status})'}", flush=True)
@@ -183,7 +219,7 @@ def main(argv=None) -> int:
                 print(line, flush=True)
     total = time.perf_counter() - start
     previous = load(out, WALL.removesuffix(".json")) or {}
-    latest = {n: wall.get(n, previous.get(n)) for n in BENCHMARKS if n in wall or n in previous}
+    latest = {n: wall.get(n, previous.get(n)) for n in every if n in wall or n in previous}
     common.dio.write_json(out / WALL, latest)
     common.dio.write_text(out / SUMMARY, summarize(out, latest))
     wall["total"] = total

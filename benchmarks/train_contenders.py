@@ -1,38 +1,34 @@
 """train_throughput's contenders: each ``make_*`` returns ``run() -> seconds`` of ``steps`` steady-state steps.
 
-* ``make_ours``: dnn_tf's compiled step (``train.make_train_fn``), with measurement
-  variants that switch one part off (the deep preset's profile, ``train_deep``);
+* ``make_ours``: dnn_tf's compiled step (``loop.make_train_fn`` running ``model.train_step``),
+  with measurement variants for the deep preset's profile (``train_deep``);
 * ``make_bare_step``: the floor, forward + backward + plain SGD in raw TensorFlow;
 * ``make_keras_fit``: ``model.fit`` of the same net built by ``dnn_tf.reference.keras_mlp`` on ``tf.data``;
 * ``make_tf1_feed_dict``: the course's ``tf.compat.v1`` session loop (``dnn_tf.reference.course_tf1``);
 * ``make_matmul``: bursts of float32 matmuls (the FLOP limit's denominator).
 
 Set-up (building, tracing) happens in ``make_*``; a contender's first ``run()`` may
-still compile, so callers warm up first (``common.interleave``).
+still compile, so callers warm up first (``common.interleave``). The step builders
+themselves are in ``timed_steps``, shared with the processes that time other checkouts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Callable, Sequence
-from unittest import mock
 
 import common  # noqa: F401  (sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
+import timed_steps
+from timed_steps import LEARNING_RATE, SEED
 
-from dnn_tf.model import HE_GAIN, MLP
+from dnn_tf.model import HE_GAIN
+from dnn_tf.notmnist import IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES
 from dnn_tf.reference import keras_mlp
 from dnn_tf.reference.course_tf1 import CourseTF1
-from dnn_tf.training import distribute, inputs
-from dnn_tf.training import loop as dtrain
+from dnn_tf.training import distribute, inputs, loop
 
-IMAGE_PIXELS = 784
-NUM_CLASSES = 10
-LEARNING_RATE = 0.1  # small enough that no contender diverges on the synthetic data
-SEED = 0
-NOISE = 0.25  # synthetic images: class prototype + this much Gaussian noise, clipped to [-0.5, 0.5]
 # Matmul shapes whose FLOPs are below this fraction of the net's largest layer are not timed.
 MIN_SHAPE_SHARE = 0.5
 SQUARE_SIZES = (1024, 2048)
@@ -43,116 +39,38 @@ MATMUL_TARGET_FLOP = 4e9  # FLOPs per timed matmul burst (~20-40 ms)
 
 
 def synthetic_data(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable stand-in images: float32 (n, 28, 28) in [-0.5, 0.5] and int32 labels (n,)."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.uniform(-0.5, 0.5, (NUM_CLASSES, 28, 28)).astype(np.float32)
-    labels = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
-    images = prototypes[labels] + NOISE * rng.standard_normal((n, 28, 28)).astype(np.float32)
-    return np.clip(images, -0.5, 0.5), labels
+    """Learnable stand-in notMNIST: float32 (n, 28, 28) images in [-0.5, 0.5] and int32 labels (n,)."""
+    return timed_steps.synthetic_data(n, NUM_CLASSES, IMAGE_SIZE, seed)
 
 
 # --------------------------------------------------------------------------- contenders
 
 
-def make_ours(preset, images: np.ndarray, labels: np.ndarray, steps: int, *, compute_dtype=None,
-              create_optimizer: Callable | None = None, fixed_batch: bool = False) -> Callable[[], float]:
-    """dnn_tf's compiled train step (what train_and_evaluate calls), data resident on the device.
+def make_ours(preset, images: np.ndarray, labels: np.ndarray, steps: int, *, optimizer: Callable | None = None,
+              fixed_batch: bool = False) -> Callable[[], float]:
+    """dnn_tf's compiled train step, what ``train_and_evaluate`` calls, the data resident on the device.
 
-    The keywords are measurement variants, not dnn_tf options (``mock.patch`` of
-    ``dnn_tf.training.loop`` while the step is built and traced):
+    Built from ``loop.create_train_state``, ``inputs.make_batch_fn`` and ``loop.make_train_fn``
+    (``timed_steps.make_compiled_step``); every step runs ``model.train_step``.
 
     Args:
-      compute_dtype: build the MLP with this compute dtype (e.g. ``tf.bfloat16``;
-        variables, loss and updates stay float32).
-      create_optimizer: ``(config, schedule) -> optimizer`` instead of ``optimizers.create_optimizer``.
-      fixed_batch: every step trains on the first ``batch_size`` examples (no in-graph gather).
+      optimizer: a measurement variant, ``config -> optimizer`` replacing the state's one
+        (e.g. Keras's Adam: ``timed_steps.keras_optimizer``).
+      fixed_batch: a measurement variant: every step trains on the first ``batch_size``
+        examples (no in-graph permutation and gather).
 
     Returns:
       ``run() -> seconds``; ``run.state`` is the ``TrainState``, ``run.preset`` the preset.
     """
-    config, settings = preset.config, preset.settings
-    if steps % settings.steps_per_call:
-        raise ValueError(f"steps {steps} is not a multiple of steps_per_call {settings.steps_per_call}")
-    patches = {"create_optimizer": create_optimizer}
-    if compute_dtype is not None:
-        patches["create_model"] = lambda c: MLP(hidden_sizes=c.hidden_sizes, dropout_rate=c.dropout_rate,
-                                                init=c.init, init_stddev=c.init_stddev, seed=c.seed,
-                                                compute_dtype=compute_dtype)
-    count = tf.constant(settings.steps_per_call, tf.int64)
-    with contextlib.ExitStack() as stack, tf.device(distribute.default_device()):
-        for name, new in patches.items():
-            if new is not None:
-                stack.enter_context(mock.patch.object(dtrain, name, new))
-        x, y = tf.identity(tf.convert_to_tensor(images)), tf.identity(tf.convert_to_tensor(labels))
-        state = dtrain.create_train_state(config, images.shape[0])
-        if fixed_batch:
-            first = (tf.identity(x[:config.batch_size]), tf.identity(y[:config.batch_size]))
-            batch_fn = lambda step: first  # noqa: E731
-        else:
-            batch_fn = inputs.make_batch_fn(config, x, y, state.permutation, state.epoch)
-        train_fn = dtrain.make_train_fn(config, settings, state, distribute.create_strategy(settings), batch_fn)
-        train_fn.get_concrete_function(count)  # traced now, while the patches hold
-    calls = steps // settings.steps_per_call
-
-    def run() -> float:
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            loss, _ = train_fn(count)
-        float(loss)  # wait for the last step
-        return time.perf_counter() - t0
-
-    run.state, run.preset = state, preset
-    return run
+    return timed_steps.make_compiled_step(loop, inputs, distribute, preset, images, labels, steps,
+                                          optimizer=optimizer, fixed_batch=fixed_batch)
 
 
 def make_bare_step(hidden: Sequence[int], batch: int, images: np.ndarray, labels: np.ndarray, steps: int,
-                   steps_per_call: int, matmul: Callable = tf.matmul) -> Callable[[], float]:
-    """The floor of a training step: the same net and batch, nothing but forward, backward and ``w -= lr * g``.
-
-    Raw TensorFlow, as one would write it by hand: He-initialized weights, the data
-    resident on the device, the batch gathered in-graph at ``(step * batch) % (n - batch)``,
-    ReLUs, sparse softmax cross-entropy; ``steps_per_call`` steps per ``tf.function``
-    call. No dropout, L2, jitter, NaN guard or Adam. ``matmul``: the layers' product
-    (e.g. ``model.matmul_for_training``, dnn_tf's cheaper input gradient).
-    """
-    if steps % steps_per_call:
-        raise ValueError(f"steps {steps} is not a multiple of steps_per_call {steps_per_call}")
-    n = images.shape[0]
-    sizes = (IMAGE_PIXELS, *hidden, NUM_CLASSES)
-    with tf.device(distribute.default_device()):
-        x_all, y_all = tf.constant(images.reshape(n, IMAGE_PIXELS)), tf.constant(labels)
-        params = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            params += [tf.Variable(tf.random.stateless_normal((a, b), (SEED, i)) * float(np.sqrt(HE_GAIN / a))),
-                       tf.Variable(tf.zeros([b]))]
-    step_var = tf.Variable(0, dtype=tf.int32)
-
-    @tf.function
-    def train(count):
-        loss = tf.constant(0.0)
-        for _ in tf.range(count):
-            idx = (step_var * batch) % (n - batch) + tf.range(batch)
-            h, y = tf.gather(x_all, idx), tf.gather(y_all, idx)
-            with tf.GradientTape() as tape:
-                for i in range(0, len(params), 2):
-                    h = matmul(h, params[i]) + params[i + 1]
-                    h = tf.nn.relu(h) if i + 2 < len(params) else h
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=h))
-            for p, g in zip(params, tape.gradient(loss, params)):
-                p.assign_sub(LEARNING_RATE * g)
-            step_var.assign_add(1)
-        return loss
-
-    count = tf.constant(steps_per_call)
-
-    def run() -> float:
-        t0 = time.perf_counter()
-        for _ in range(steps // steps_per_call):
-            loss = train(count)
-        float(loss)
-        return time.perf_counter() - t0
-
-    return run
+                   steps_per_call: int) -> Callable[[], float]:
+    """The floor of a training step on this net and batch (``timed_steps.make_bare_step``, He-initialized)."""
+    return timed_steps.make_bare_step(hidden, batch, images, labels, steps, steps_per_call, num_classes=NUM_CLASSES,
+                                      init_gain=HE_GAIN, device=distribute.default_device())
 
 
 def make_keras_fit(hidden: Sequence[int], batch: int, images: np.ndarray, labels: np.ndarray, steps: int,
@@ -197,7 +115,7 @@ def make_tf1_feed_dict(hidden: Sequence[int], batch: int, images: np.ndarray, la
     Returns (run, close); ``run`` times ``steps`` more steps (the offset into the data carries on).
     """
     sizes = (IMAGE_PIXELS, *hidden, NUM_CLASSES)
-    init = [(tf.random.stateless_truncated_normal((a, b), (SEED, i), stddev=float(np.sqrt(2.0 / a))).numpy(),
+    init = [(tf.random.stateless_truncated_normal((a, b), (SEED, i), stddev=float(np.sqrt(HE_GAIN / a))).numpy(),
              np.zeros(b, np.float32)) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
     course = CourseTF1(images, labels, hidden, batch, learning_rate=LEARNING_RATE, init=init)
 

@@ -6,9 +6,7 @@ Contenders, interleaved in rounds like the rest of train_throughput (medians):
   settings exactly (Adam and its schedule, dropout, L2, shifts + distortions,
   shuffled in-graph batches, its steps_per_call);
 * ``bare_step``: the floor, the same net and batch with forward + backward + plain
-  SGD in raw TensorFlow (``train_contenders.make_bare_step``); ``bare_step fast-dx``
-  the same with dnn_tf's cheaper input-gradient matmul (``model.matmul_for_training``),
-  so that deep_preset against it shows what Adam, dropout, L2 and jitter cost;
+  SGD in raw TensorFlow (``train_contenders.make_bare_step``);
 * ``keras_fit``: ``model.fit`` of the same net as ``dnn_tf.reference.keras_mlp`` builds it
   (``train_contenders.make_keras_fit``) with the same Adam, schedule and dropout (no L2 and
   no jitter: less work than ours);
@@ -17,6 +15,9 @@ Contenders, interleaved in rounds like the rest of train_throughput (medians):
   in-graph NaN guard, the host-side finiteness check after every call and the
   periodic evaluation are timed on their own (``DIRECT``), in milliseconds per
   training step.
+
+What each speed trick of the step buys (fused optimizer kernels, the compiled warp,
+several steps per call) is measured by ``speed_tricks``.
 """
 
 from __future__ import annotations
@@ -27,29 +28,27 @@ from typing import Callable
 import common
 import numpy as np
 import tensorflow as tf
+import timed_steps
 import train_contenders as tc
 
-from dnn_tf.model import matmul_for_training
-from dnn_tf.training import inputs, optimizers, presets
-from dnn_tf.training import loop as dtrain
+from dnn_tf.training import inputs, loop, optimizers, presets
 
 PRESET = "deep"
 EVAL_EXAMPLES = 10000  # the validation split's size (the course's)
 MS = 1000.0
 TARGETS = {"deep_preset/bare_step": 0.9, "deep_preset/keras_fit": 1.2}
-BARE_FAST_DX = "bare_step fast-dx"  # the floor with dnn_tf's input-gradient matmul (a cross-check, no target)
 NO_JITTER = dict(max_shift=0, max_rotation=0.0, max_scale=0.0, max_shear=0.0)
 
 
-def keras_adam(config, schedule):
-    """Keras's own Adam (the update dnn_tf used before its fused one)."""
-    return tf.keras.optimizers.Adam(schedule)
+def keras_adam(config):
+    """Keras's own Adam at the config's schedule (the update dnn_tf used before its fused one)."""
+    return timed_steps.keras_optimizer(config.replace(optimizer="adam"), optimizers.learning_rate_schedule(config))
 
 
 # (name, what it changes, preset overrides, make_ours keywords)
 VARIANTS = (
-    ("Keras Adam", "Keras's own Adam instead of the fused one (the step before the fused update)", {},
-     {"create_optimizer": keras_adam}),
+    ("Keras Adam", "Keras's own Adam instead of dnn_tf's (fused kernels; Keras's was the step's before them)", {},
+     {"optimizer": keras_adam}),
     ("SGD", "a plain (fused) SGD update instead of Adam", {"optimizer": "sgd"}, {}),
     ("no dropout", "dropout off (its masks, their random numbers, the masking and its gradient)",
      {"dropout_rate": 0.0}, {}),
@@ -72,16 +71,6 @@ def deep_preset(hidden: tuple[int, ...] | None = None):
     return preset.replace(hidden_sizes=hidden) if hidden else preset
 
 
-def timed_call(fn: Callable, *args) -> Callable[[], float]:
-    """``run() -> seconds`` of one call ``fn(*args)``, until its result is on the host."""
-    def run() -> float:
-        t0 = time.perf_counter()
-        np.asarray(fn(*args))
-        return time.perf_counter() - t0
-
-    return run
-
-
 def make_random_draws(preset, steps: int) -> Callable[[], float]:
     """Draws, ``steps`` times in one compiled call, the random numbers of one deep-preset step."""
     config = preset.config
@@ -100,13 +89,13 @@ def make_random_draws(preset, steps: int) -> Callable[[], float]:
                 [batch, 2], seed, minval=0, maxval=3, dtype=tf.int32, alg=inputs.RNG_ALG)), tf.float32)
         return total
 
-    return timed_call(draws, tf.constant(steps, tf.int64))
+    return timed_steps.timed_calls(draws, tf.constant(steps, tf.int64), 1)
 
 
 def make_nan_guard(ours: Callable, steps: int) -> Callable[[], float]:
     """``steps`` rounds of the in-graph NaN guard's ops on the run's own counters, in one compiled call.
 
-    The same three lines as ``train.make_train_fn``'s step (replayed here: they are inline there).
+    The same three lines as ``loop.make_train_fn``'s step (replayed here: they are inline there).
     """
     state = ours.state
 
@@ -119,18 +108,23 @@ def make_nan_guard(ours: Callable, steps: int) -> Callable[[], float]:
             state.bad_loss.assign(tf.where(first, loss, state.bad_loss))
         return state.first_bad_step.read_value()
 
-    return timed_call(guard, tf.constant(steps, tf.int64))
+    return timed_steps.timed_calls(guard, tf.constant(steps, tf.int64), 1)
 
 
 def make_host_check(ours: Callable, steps: int) -> Callable[[], float]:
-    """``train._check_finite`` as train_and_evaluate calls it: once per compiled call of ``steps_per_call`` steps."""
+    """train_and_evaluate's host-side check after each compiled call of ``steps_per_call`` steps.
+
+    The same reads as its finiteness check (replayed here: the check is private to the loop):
+    the step's NaN flag and whether every weight is finite.
+    """
     state, preset = ours.state, ours.preset
     calls = steps // preset.settings.steps_per_call
 
     def run() -> float:
         t0 = time.perf_counter()
         for _ in range(calls):
-            dtrain._check_finite(state, preset.config, None)
+            if int(state.first_bad_step.numpy()) < 0:
+                all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in state.model.trainable_variables)
         return time.perf_counter() - t0
 
     return run
@@ -139,14 +133,14 @@ def make_host_check(ours: Callable, steps: int) -> Callable[[], float]:
 def make_evaluation(ours: Callable, steps: int, examples: int) -> Callable[[], float]:
     """One validation pass of ``examples``, scaled to its share of ``steps`` steps of the preset's run."""
     config, settings = ours.preset.config, ours.preset.settings
-    evaluations = sum(1 for plan in dtrain.chunk_plan(0, config.steps, settings) if plan[2])
+    evaluations = sum(1 for plan in loop.chunk_plan(0, config.steps, settings) if plan[2])
     images, labels = tc.synthetic_data(examples, seed=tc.SEED + 1)
-    eval_step = dtrain.make_eval_step(ours.state.model)
+    eval_step = loop.make_eval_step(ours.state.model)
     x, y = tf.constant(images), tf.constant(labels)
 
     def run() -> float:
         t0 = time.perf_counter()
-        dtrain.evaluate(eval_step, x, y)
+        loop.evaluate(eval_step, x, y)
         return (time.perf_counter() - t0) * evaluations * steps / config.steps
 
     return run
@@ -166,11 +160,8 @@ def measure_deep(hidden: tuple[int, ...] | None, steps: int, images: np.ndarray,
     contenders = {
         "deep_preset": ours,
         "bare_step": tc.make_bare_step(config.hidden_sizes, config.batch_size, images, labels, steps, spc),
-        BARE_FAST_DX: tc.make_bare_step(config.hidden_sizes, config.batch_size, images, labels, steps, spc,
-                                        matmul=matmul_for_training),
         "keras_fit": tc.make_keras_fit(config.hidden_sizes, config.batch_size, images, labels, steps,
-                                       optimizer=keras_adam(config, optimizers.learning_rate_schedule(config)),
-                                       dropout=config.dropout_rate),
+                                       optimizer=keras_adam(config), dropout=config.dropout_rate),
     }
     for name, _, overrides, keywords in VARIANTS:
         contenders[name] = tc.make_ours(preset.replace(**overrides) if overrides else preset, images, labels,
@@ -191,9 +182,8 @@ def measure_deep(hidden: tuple[int, ...] | None, steps: int, images: np.ndarray,
     best = {r["contender"]: r["steps_per_s_best"] for r in rows}
     return {"net": net, "batch": config.batch_size, "steps": steps, "steps_per_call": spc,
             "xla": preset.settings.xla, "rows": rows, "profile": profile(times, steps, eval_examples),
-            "step_ms": step_ms,
-            "bare_ms": MS * med["bare_step"] / steps, "bare_fast_dx_ms": MS * med[BARE_FAST_DX] / steps,
-            "ratios": ratios(sps), "best_round_ratios": ratios(best), "vs_bare_fast_dx": overhead_ratio(sps)}
+            "step_ms": step_ms, "bare_ms": MS * med["bare_step"] / steps,
+            "ratios": ratios(sps), "best_round_ratios": ratios(best)}
 
 
 def profile(times: dict[str, list[float]], steps: int, eval_examples: int) -> list[dict]:
@@ -221,11 +211,6 @@ def ratios(sps: dict[str, float]) -> dict[str, float]:
             "deep_preset/keras_fit": sps["deep_preset"] / sps["keras_fit"]}
 
 
-def overhead_ratio(sps: dict[str, float]) -> float:
-    """deep_preset / the bare step with the same input-gradient matmul: what Adam, dropout, L2 and jitter cost."""
-    return sps["deep_preset"] / sps[BARE_FAST_DX]
-
-
 def render_deep(deep: dict) -> list[str]:
     """The markdown section of the deep preset (lines)."""
     table = common.markdown_table(
@@ -243,9 +228,7 @@ def render_deep(deep: dict) -> list[str]:
         f"`deep_preset`: `make_train_fn` with the `deep` preset's config and settings (Adam with its decay, dropout, "
         f"L2, shifts + distortions, shuffled in-graph batches, steps_per_call={deep['steps_per_call']}, "
         f"xla={deep['xla']}); `bare_step`: the same net and batch, forward + backward + `w -= lr * g` in raw "
-        "TensorFlow, data resident, in-graph batch (TensorFlow's own gradients); `bare_step fast-dx`: the same with "
-        "the input gradients computed as dnn_tf's MLP does (`model.matmul_for_training`: `(w @ dy^T)^T` instead of "
-        "TensorFlow's slow `dy @ w^T` on this CPU build); `keras_fit`: `model.fit` of the same net as "
+        "TensorFlow, data resident, in-graph batch; `keras_fit`: `model.fit` of the same net as "
         "`dnn_tf.reference.keras_mlp` builds it, with the same Adam and schedule and `Dropout` layers (no L2, no "
         "jitter). The other rows are the profile's variants.",
         "",
@@ -256,13 +239,11 @@ def render_deep(deep: dict) -> list[str]:
         "",
         "Cross-check with each contender's fastest round: "
         + ", ".join(f"{k} {v:.2f}" for k, v in deep["best_round_ratios"].items()) + ". "
-        f"Against `{BARE_FAST_DX}` (the same matmuls as ours, so only Adam, dropout, L2, jitter and the loop's "
-        f"bookkeeping differ): {deep['vs_bare_fast_dx']:.2f}.",
+        "What each of the step's speed tricks buys: [speed_tricks](speed_tricks.md).",
         "",
         "### Where the deep step's time goes",
         "",
-        f"One `deep_preset` step takes {deep['step_ms']:.1f} ms, the bare step {deep['bare_ms']:.1f} ms "
-        f"({deep['bare_fast_dx_ms']:.1f} ms with the cheaper input gradient). A variant's "
+        f"One `deep_preset` step takes {deep['step_ms']:.1f} ms, the bare step {deep['bare_ms']:.1f} ms. A variant's "
         "ms/step is the median over the rounds of its time minus `deep_preset`'s in the same round (negative: "
         "switching that part off saves that much; positive: the swap costs that much); an `alone` row is that work "
         "timed by itself, per training step. The range shows how much the other processes on the shared cores moved "

@@ -11,7 +11,7 @@ batch sizes and step counts, steady-state steps/s of:
 3. tf1_feed_dict -- the course's loop: ``tf.compat.v1`` graph, placeholders,
    ``GradientDescentOptimizer``, one ``session.run`` with a ``feed_dict`` per
    step, numpy offset slicing, loss and predictions fetched every step;
-4. limit -- FLOPs per step (``model.flops_per_example``: forward + backward,
+4. limit -- FLOPs per step (``common.flops_per_example``: forward + backward,
    no input gradient for the first layer) / the best float32 ``tf.matmul``
    GFLOP/s measured in the same rounds (the net's own shapes and squares).
 
@@ -54,9 +54,7 @@ from train_contenders import (  # noqa: E402
     synthetic_data,
 )
 
-from dnn_tf.model import flops_per_example  # noqa: E402
-from dnn_tf.training import loop as dtrain  # noqa: E402
-from dnn_tf.training import presets  # noqa: E402
+from dnn_tf.training import loop, presets  # noqa: E402
 
 PROG = "train_throughput"
 STEM = "train_throughput"
@@ -67,7 +65,6 @@ EVAL_STEPS = 3001
 EVAL_EVERY = 500
 EVAL_EXAMPLES = 10000
 EVAL_TARGET_PCT = 5.0
-BF16_VARIANT = "ours spc=10 bf16 (prototype)"
 HEADLINE_TARGETS = {"ours/limit": 0.6, "ours/keras_fit": 1.0, "ours/tf1_feed_dict": 1.0}
 TARGETS = {**HEADLINE_TARGETS, **train_deep.TARGETS}
 
@@ -87,7 +84,7 @@ class Sizes:
     spc: int  # steps per call of the multi-step variants
     deep_steps: int  # timed steps per round of the deep preset (a multiple of its steps_per_call)
     deep_hidden: tuple[int, ...] | None = None  # the deep preset's hidden sizes (None: its own)
-    variants: bool = True  # also the XLA variants and the bfloat16 prototype (at the headline net and batch)
+    variants: bool = True  # also the XLA variants (at the headline net and batch)
 
 
 FULL = Sizes(nets={HEADLINE_NET: (1024,), "784-1024-512-256-10": (1024, 512, 256)}, batches=(128, 1024),
@@ -117,7 +114,7 @@ def measure_config(net: str, hidden: tuple[int, ...], batch: int, steps: int, si
                    images: np.ndarray, labels: np.ndarray, repeats: int) -> dict:
     """Interleaved rounds of every contender on one (net, batch)."""
     layer_sizes = (IMAGE_PIXELS, *hidden, NUM_CLASSES)
-    flop_step = flops_per_example(layer_sizes) * batch
+    flop_step = common.flops_per_example(layer_sizes) * batch
     default = ours_config(hidden, batch)
     variants = {"ours": default}
     headline = net == HEADLINE_NET and batch == HEADLINE_BATCH
@@ -127,9 +124,6 @@ def measure_config(net: str, hidden: tuple[int, ...], batch: int, steps: int, si
     contenders: dict[str, Callable[[], float]] = {}
     for name, config in variants.items():
         contenders[name] = make_ours(config, images, labels, steps)
-    if sizes.variants and headline:  # prototype: bfloat16 matmuls (AVX512_BF16 / AMX CPUs)
-        contenders[BF16_VARIANT] = make_ours(ours_config(hidden, batch, sizes.spc), images, labels, steps,
-                                             compute_dtype=tf.bfloat16)
     contenders["keras_fit"] = make_keras_fit(hidden, batch, images, labels, steps)
     contenders["tf1_feed_dict"], close = make_tf1_feed_dict(hidden, batch, images, labels, steps)
     shapes = matmul_shapes(layer_sizes, batch)
@@ -167,12 +161,14 @@ def measure_config(net: str, hidden: tuple[int, ...], batch: int, steps: int, si
 
 
 def measure_eval_cost(sizes: Sizes, images: np.ndarray, labels: np.ndarray, repeats: int) -> dict:
-    """Cost of validating every ``eval_every`` steps in a real ``train_and_evaluate`` run, measured three ways.
+    """Cost of validating every ``eval_every`` steps of a ``train_and_evaluate`` run, measured three ways.
 
-    1. in the run: ``dnn_tf.training.loop.evaluate`` is wrapped with a clock, and the
-       seconds of the evaluations inside the training loop (the first includes
-       tracing the eval function) are divided by the run's ``seconds``;
-    2. the difference to a run that only evaluates at the first and last step;
+    1. in the loop: the run's loop replayed from ``loop``'s public parts (the compiled step
+       called as ``loop.chunk_plan`` plans it, ``loop.evaluate`` of a fresh ``make_eval_step``
+       at every log step), with a clock around each evaluation; the evaluations' seconds (the
+       first includes tracing the eval function) over the loop's;
+    2. the difference of two ``train_and_evaluate`` runs, one evaluating every ``eval_every``
+       steps, one only at the first and last step;
     3. one evaluation timed on its own, times the number of evaluations.
     """
     valid_x, valid_y = synthetic_data(sizes.eval_examples, seed=SEED + 1)
@@ -182,45 +178,46 @@ def measure_eval_cost(sizes: Sizes, images: np.ndarray, labels: np.ndarray, repe
     base = ours_config((1024,), HEADLINE_BATCH).replace(steps=sizes.eval_steps)
     runs = {"with_eval": base.replace(log_every=sizes.eval_every),
             "without_eval": base.replace(log_every=sizes.eval_steps + 1)}  # still evaluates at step 0 and the end
-    evals = {name: len([s for s in dtrain.chunk_plan(0, c.config.steps, c.settings) if s[2]])
+    evals = {name: len([s for s in loop.chunk_plan(0, c.config.steps, c.settings) if s[2]])
              for name, c in runs.items()}
-    in_run: list[float] = []  # per with_eval run: share of its time spent in the loop's evaluations
-    in_run_steady: list[float] = []  # the same with the first (tracing) call counted like the others
+    vx, vy = tf.constant(valid_x), tf.constant(valid_y)
+    in_loop: list[float] = []  # per replayed loop: share of its time spent in the evaluations
+    in_loop_steady: list[float] = []  # the same with the first (tracing) call counted like the others
     first_call: list[float] = []
-    evaluate = dtrain.evaluate
 
-    def contender(name, config):
+    def run_of(preset):
         def run() -> float:
-            clock: list[float] = []
-
-            def timed_evaluate(*args, **kwargs):
-                t0 = time.perf_counter()
-                out = evaluate(*args, **kwargs)
-                clock.append(time.perf_counter() - t0)
-                return out
-
-            dtrain.evaluate = timed_evaluate
-            try:
-                seconds = dtrain.train_and_evaluate(config.config, data, config.settings).seconds
-            finally:
-                dtrain.evaluate = evaluate
-            if name == "with_eval":  # the first evals[name] calls are inside the loop; valid/test follow
-                loop = clock[:evals[name]]
-                steady = common.median(loop[1:]) if len(loop) > 1 else loop[0]
-                in_run.append(sum(loop) / seconds)
-                in_run_steady.append((sum(loop[1:]) + steady) / (seconds - loop[0] + steady))
-                first_call.append(loop[0])
-            return seconds
+            return loop.train_and_evaluate(preset.config, data, preset.settings).seconds
         return run
 
-    common.log(f"eval cost: {sizes.eval_steps}-step train_and_evaluate runs x {repeats}")
-    seconds = common.interleave({n: contender(n, c) for n, c in runs.items()}, repeats, warmup=0, log=common.log)
-    state = dtrain.create_train_state(base.config, images.shape[0])
-    eval_fn = dtrain.make_eval_step(state.model)
-    vx, vy = tf.constant(valid_x), tf.constant(valid_y)
+    def replayed_loop() -> float:
+        preset = runs["with_eval"]
+        ours = make_ours(preset, images, labels, preset.settings.steps_per_call)  # built and traced untimed
+        eval_step = loop.make_eval_step(ours.state.model)
+        counts: dict[int, tf.Tensor] = {}
+        clock: list[float] = []
+        t0 = time.perf_counter()
+        for _, count, is_log, _ in loop.chunk_plan(0, preset.config.steps, preset.settings):
+            loss, _ = ours.train_fn(counts.setdefault(count, tf.constant(count, tf.int64)))
+            if is_log:
+                float(loss)
+                t_eval = time.perf_counter()
+                loop.evaluate(eval_step, vx, vy)
+                clock.append(time.perf_counter() - t_eval)
+        seconds = time.perf_counter() - t0
+        steady = common.median(clock[1:]) if len(clock) > 1 else clock[0]
+        in_loop.append(sum(clock) / seconds)
+        in_loop_steady.append((sum(clock[1:]) + steady) / (seconds - clock[0] + steady))
+        first_call.append(clock[0])
+        return seconds
+
+    common.log(f"eval cost: {sizes.eval_steps}-step train_and_evaluate runs and the replayed loop x {repeats}")
+    contenders = {**{name: run_of(preset) for name, preset in runs.items()}, "replayed_loop": replayed_loop}
+    seconds = common.interleave(contenders, repeats, warmup=0, log=common.log)
+    eval_fn = loop.make_eval_step(loop.create_model(base.config))
 
     def one_evaluation() -> None:
-        dtrain.evaluate(eval_fn, vx, vy)
+        loop.evaluate(eval_fn, vx, vy)
 
     one_eval = common.interleave({"eval": one_evaluation}, max(5, repeats), warmup=1)
     t_eval = common.median(one_eval["eval"])
@@ -231,10 +228,11 @@ def measure_eval_cost(sizes: Sizes, images: np.ndarray, labels: np.ndarray, repe
             "evaluations": evals["with_eval"], "eval_seconds": t_eval,
             "first_eval_seconds": common.median(first_call),
             "run_seconds_with_eval": t_with, "run_seconds_without_eval": t_without,
+            "loop_seconds": common.median(seconds["replayed_loop"]),
             "steps_per_s_with_eval": sizes.eval_steps / t_with,
             "steps_per_s_without_eval": sizes.eval_steps / t_without,
-            "eval_cost_pct": 100.0 * common.median(in_run),
-            "eval_cost_pct_without_tracing": 100.0 * common.median(in_run_steady),
+            "eval_cost_pct": 100.0 * common.median(in_loop),
+            "eval_cost_pct_without_tracing": 100.0 * common.median(in_loop_steady),
             "eval_cost_pct_isolated": 100.0 * evals["with_eval"] * t_eval / t_with,
             "eval_cost_pct_differential": (100.0 * (t_with - t_without) / t_with * evals["with_eval"] / extra
                                            if extra else None),
@@ -287,9 +285,6 @@ def render(result: dict) -> str:
         "* `ours`: `dnn_tf.training.loop.make_train_fn` with the preset's defaults "
         f"(steps_per_call={result['ours_default']['steps_per_call']}, xla={result['ours_default']['xla']}); "
         "`ours spc=N [xla]`: the same with N steps per `tf.function` call and/or XLA.",
-        f"* `{BF16_VARIANT}`: a prototype, not a dnn_tf option: the same step with the MLP's matmuls in bfloat16 "
-        "(`MLP(compute_dtype=tf.bfloat16)`; variables, loss and updates float32). Different arithmetic, so it is "
-        "not counted as `ours`; its `x limit` compares with the float32 limit.",
         "* `keras_fit`: `tf.keras.Sequential` + `model.fit` on `tf.data` (cache, shuffle, batch, repeat, prefetch), "
         "steady state (steps 1..N-1 of each fit call).",
         "* `tf1_feed_dict`: the course's `tf.compat.v1` graph, `session.run` with a `feed_dict` every step.",
@@ -319,7 +314,9 @@ def render(result: dict) -> str:
         f"{e['steps_per_s_with_eval']:.0f} steps/s ({e['run_seconds_with_eval']:.2f} s) vs "
         f"{e['steps_per_s_without_eval']:.0f} steps/s ({e['run_seconds_without_eval']:.2f} s) "
         "when it only evaluates at the first and last step. "
-        f"Timed inside the run, the {e['evaluations']} evaluations take **{e['eval_cost_pct']:.1f}%** of it "
+        "Timed inside the run's loop (replayed from `loop`'s public parts: the compiled step called as "
+        "`chunk_plan` plans it, `evaluate` at every log step; the training step traced beforehand, no host-side "
+        f"checks), the {e['evaluations']} evaluations take **{e['eval_cost_pct']:.1f}%** of it "
         f"(target <= {EVAL_TARGET_PCT:.0f}%); the first, {1000 * e['first_eval_seconds']:.0f} ms, includes the "
         f"one-time tracing of the eval function: counted like the others, {e['eval_cost_pct_without_tracing']:.1f}%. "
         f"Cross-checks: one evaluation on its own takes {1000 * e['eval_seconds']:.0f} ms, "
@@ -353,8 +350,7 @@ def main(argv=None) -> int:
                                    eval_examples=sizes.eval_examples)
     ratios = {**headline_ratios(configs), **deep["ratios"]}
     headline = next(c for c in configs if c["net"] == HEADLINE_NET and c["batch"] == HEADLINE_BATCH)
-    variants = [r["contender"] for r in headline["rows"]
-                if r["contender"].startswith("ours") and r["contender"] != BF16_VARIANT]
+    variants = [r["contender"] for r in headline["rows"] if r["contender"].startswith("ours")]
     best_variant = max(variants, key=lambda v: next(r["steps_per_s"] for r in headline["rows"] if r["contender"] == v))
     result = {
         "benchmark": STEM, "machine": machine, "machine_end": common.machine(), "repeats": repeats,
@@ -372,7 +368,7 @@ def main(argv=None) -> int:
     key_lines += [common.ratio_line(k, v) for k, v in ratios.items()]
     result["key_lines"] = key_lines
     markdown = render(result)
-    return common.publish(args.out, STEM, result, markdown,
+    return common.publish(common.out_dir(args), STEM, result, markdown,
                           notes=[f"best ours variant at the headline: {best_variant} "
                                  f"({result['best_variant_ratios']['ours/limit']:.2f}x limit)"])
 

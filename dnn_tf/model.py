@@ -11,7 +11,7 @@ penalty), ``train_step`` (the course's ``optimizer.minimize(loss)`` written out 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -45,7 +45,8 @@ class MLP(tf.Module):
 
     def __init__(self, hidden_sizes: Sequence[int] = (), *, num_classes: int = NUM_CLASSES,
                  input_size: int = IMAGE_PIXELS, dropout_rate: float = 0.0, init: str = "truncated_normal",
-                 init_stddev: float = 1.0, seed: int = 0, deskew: bool = False, name: str | None = None):
+                 init_stddev: float = 1.0, seed: int = 0, deskew: bool = False,
+                 matmul: Callable = tf.matmul, name: str | None = None):
         """Creates the weights and biases.
 
         Args:
@@ -57,6 +58,8 @@ class MLP(tf.Module):
           init_stddev: stddev of the ``"truncated_normal"`` draw (unused by ``"he"``).
           seed: integer seed of the weights.
           deskew: straighten each image first (needs square images).
+          matmul: computes ``x @ W``: ``tf.matmul``, or the same product with a cheaper gradient
+            (the training loop's, ``training/speed.py``).
           name: module name.
 
         Raises:
@@ -67,7 +70,7 @@ class MLP(tf.Module):
         _check_arguments(sizes, dropout_rate, init, init_stddev, seed, deskew)
         self.layer_sizes = tuple(int(s) for s in sizes)
         self.input_size = self.layer_sizes[0]
-        self.dropout_rate, self.deskew = float(dropout_rate), bool(deskew)
+        self.dropout_rate, self.deskew, self.matmul = float(dropout_rate), bool(deskew), matmul
         self.weights, self.biases = [], []
         with self.name_scope:
             for i, (fan_in, fan_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
@@ -98,7 +101,7 @@ class MLP(tf.Module):
             seed = _check_seed(seed)
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = tf.matmul(x, w) + b
+            x = self.matmul(x, w) + b
             if i < last:
                 x = tf.nn.relu(x)
                 if dropout:
@@ -186,12 +189,8 @@ def eval_step(model: MLP, images, labels) -> tf.Tensor:
 def accuracy(predictions, labels) -> float:
     """The course's accuracy in percent: ``100 * mean(argmax(predictions, 1) == labels)``.
 
-    Args:
-      predictions: ``(n, k)`` scores, probabilities or logits (numpy or tensor).
-      labels: int class indices ``(n,)`` or one-hot ``(n, k)``.
-
-    Raises:
-      ValueError: empty input or mismatched shapes.
+    ``predictions``: ``(n, k)`` scores, probabilities or logits; ``labels``: int classes ``(n,)`` or
+    one-hot ``(n, k)``. Raises ValueError on empty input or mismatched shapes.
     """
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if predictions.ndim != 2 or predictions.shape[0] == 0:

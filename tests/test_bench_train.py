@@ -12,7 +12,7 @@ from bench_support import RATIO_LINE, read
 from dnn_tf.training import presets
 
 RATIO_NAMES = ["ours/limit", "ours/keras_fit", "ours/tf1_feed_dict", "deep_preset/bare_step", "deep_preset/keras_fit"]
-DEEP_CONTENDERS = {"deep_preset", "bare_step", "bare_step fast-dx", "keras_fit"}
+DEEP_CONTENDERS = {"deep_preset", "bare_step", "keras_fit"}
 
 
 def test_train_throughput_ends_with_five_ratio_lines(tiny, capsys):
@@ -55,7 +55,6 @@ def test_train_throughput_deep_preset_section(tiny, capsys):
     assert all(v > 0 for v in sps.values())
     assert data["ratios"]["deep_preset/bare_step"] == pytest.approx(sps["deep_preset"] / sps["bare_step"])
     assert data["ratios"]["deep_preset/keras_fit"] == pytest.approx(sps["deep_preset"] / sps["keras_fit"])
-    assert deep["vs_bare_fast_dx"] == pytest.approx(sps["deep_preset"] / sps["bare_step fast-dx"])
     # The profile: one row per variant (its median minus deep_preset's) and per directly timed part.
     parts = {p["part"]: p for p in deep["profile"]}
     assert set(parts) == {name for name, *_ in train_deep.VARIANTS} | set(train_deep.DIRECT)
@@ -79,8 +78,7 @@ def test_train_throughput_deep_preset_section(tiny, capsys):
 
 def test_train_throughput_flop_limit_is_honest():
     import train_throughput as tt
-
-    from dnn_tf.model import flops_per_example
+    from common import flops_per_example
 
     # 784-1024-10 at batch 128: forward 2*(784*1024 + 1024*10), backward the same for weights plus the
     # input gradient of the second layer only.
@@ -96,15 +94,31 @@ def test_profile_variants_switch_off_what_they_name():
     import train_contenders as tc
     import train_deep
 
+    from dnn_tf.training import optimizers
+
     images, labels = tc.synthetic_data(256)
     preset = presets.get("deep").replace(hidden_sizes=(8,), checkpoint_every=0)
     spc = preset.settings.steps_per_call
     shuffled = tc.make_ours(preset, images, labels, spc)
     fixed = tc.make_ours(preset, images, labels, spc, fixed_batch=True)
-    keras = tc.make_ours(preset, images, labels, spc, create_optimizer=train_deep.keras_adam)
+    keras = tc.make_ours(preset, images, labels, spc, optimizer=train_deep.keras_adam)
     for run in (shuffled, fixed, keras):
         assert run() > 0 and int(run.state.step.numpy()) == spc
     assert int(fixed.state.epoch.numpy()) == -1  # never drew an epoch permutation
     assert int(shuffled.state.epoch.numpy()) == (spc - 1) // (len(labels) // preset.config.batch_size)
-    assert type(keras.state.optimizer) is tf.keras.optimizers.Adam
-    assert type(shuffled.state.optimizer).__name__ == "FusedAdam"
+    assert type(keras.state.optimizer) is tf.keras.optimizers.Adam and int(keras.state.optimizer.iterations) == spc
+    assert type(shuffled.state.optimizer) is optimizers.Adam
+
+
+def test_ours_runs_the_models_train_step(monkeypatch):
+    """`ours` is dnn_tf's own step: make_train_fn's compiled call runs dnn_tf.model.train_step."""
+    import train_contenders as tc
+
+    from dnn_tf import model
+
+    traced = []
+    train_step = model.train_step
+    monkeypatch.setattr(model, "train_step", lambda *a, **k: traced.append(a[0]) or train_step(*a, **k))
+    images, labels = tc.synthetic_data(256)
+    run = tc.make_ours(presets.get("relu1024").replace(hidden_sizes=(8,), checkpoint_every=0), images, labels, 10)
+    assert run() > 0 and traced == [run.state.model]  # traced once, with the run's model

@@ -109,10 +109,10 @@ def random_distort(images: tf.Tensor, seed: tf.Tensor, *, max_rotation: float = 
         raise ValueError("distortion amounts must be >= 0 and max_scale < 1; got "
                          f"rotation={max_rotation}, scale={max_scale}, shear={max_shear}")
     u = tf.random.stateless_uniform([tf.shape(images)[0], 4], seed, minval=-1.0, maxval=1.0, alg=RNG_ALG)
-    return _compiled_affine_warp(images, u, max_rotation, max_scale, max_shear)
+    return compiled_affine_warp(images, u, max_rotation, max_scale, max_shear)
 
 
-def _affine_warp(images: tf.Tensor, u: tf.Tensor, max_rotation: float, max_scale: float,
+def affine_warp(images: tf.Tensor, u: tf.Tensor, max_rotation: float, max_scale: float,
                  max_shear: float) -> tf.Tensor:
     """``random_distort``'s warp of each image, given its 4 uniform draws in [-1, 1) (``u``: (b, 4))."""
     h, w = images.shape[1], images.shape[2]
@@ -132,9 +132,9 @@ def _affine_warp(images: tf.Tensor, u: tf.Tensor, max_rotation: float, max_scale
 
 
 # The warp compiled by XLA (the random draws stay TensorFlow's, so they are the same numbers): its ~40
-# element-wise ops and 4 gathers fuse into a few loops, 4x faster than TF's kernels one op at a time on
-# 2 CPU cores (results/train_throughput.md). Inside an XLA-compiled train step it is simply inlined.
-_compiled_affine_warp = tf.function(_affine_warp, jit_compile=True, reduce_retracing=True)
+# element-wise ops and 4 gathers fuse into a few loops instead of running one op at a time
+# (results/speed_tricks.md measures what it buys). Inside an XLA-compiled train step it is simply inlined.
+compiled_affine_warp = tf.function(affine_warp, jit_compile=True, reduce_retracing=True)
 
 
 def deskew(images: tf.Tensor) -> tf.Tensor:

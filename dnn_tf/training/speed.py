@@ -1,0 +1,23 @@
+"""A speed trick of the training step that needs the model's cooperation: a matmul with a cheaper gradient.
+
+``MLP(matmul=...)`` takes it; ``loop.create_model`` passes it. The model computes ``x @ W`` either
+way; what changes is how back-propagation gets the gradient for ``x``. TensorFlow's own gradient
+computes ``dy @ W^T``, a product with a transposed operand that this TensorFlow's CPU kernels run
+slowly; ``(W @ dy^T)^T`` is the same sums (the training histories stay bit-identical) without it.
+results/speed_tricks.md measures what it buys (kept because that is at least 5% of a step). The
+other speed tricks live where they act: the fused updates in ``optimizers``, the XLA-compiled warp
+in ``augment``, several steps per compiled call in ``loop`` (``RunSettings.steps_per_call``).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+@tf.custom_gradient
+def matmul_cheap_input_gradient(x: tf.Tensor, w: tf.Tensor):
+    """``x @ w``, whose gradient for ``x`` is computed as ``(w @ dy^T)^T`` instead of ``dy @ w^T``."""
+    def gradient(dy):
+        return tf.transpose(tf.matmul(w, dy, transpose_b=True)), tf.matmul(x, dy, transpose_a=True)
+
+    return tf.matmul(x, w), gradient
