@@ -14,9 +14,17 @@ from __future__ import annotations
 import tensorflow as tf
 
 
+def matmul_cheap_input_gradient(x: tf.Tensor, w: tf.Tensor | tf.Variable) -> tf.Tensor:
+    """``x @ w``, whose gradient for ``x`` is computed as ``(w @ dy^T)^T`` instead of ``dy @ w^T``.
+
+    ``w`` is read into a tensor first: ``tf.custom_gradient`` run eagerly refuses a function that
+    reads a variable itself, and the tape still carries the gradient from the read to the variable.
+    """
+    return _matmul(x, tf.convert_to_tensor(w))
+
+
 @tf.custom_gradient
-def matmul_cheap_input_gradient(x: tf.Tensor, w: tf.Tensor):
-    """``x @ w``, whose gradient for ``x`` is computed as ``(w @ dy^T)^T`` instead of ``dy @ w^T``."""
+def _matmul(x: tf.Tensor, w: tf.Tensor):
     def gradient(dy):
         return tf.transpose(tf.matmul(w, dy, transpose_b=True)), tf.matmul(x, dy, transpose_a=True)
 
