@@ -384,7 +384,7 @@ def main(argv=None) -> int:
               "rounds": (f"{rounds_sample} rounds on the --glyphs archive, " if len(sources) > 1 else "")
               + f"{rounds_large} on the generated archive ({sizes['course_rounds_large']} of the course baseline)",
               "numpy_rss": numpy_rss, "import_rss": import_rss, "synthetic_what": what,
-              "synthetic_archive": str(synthetic), "sources": sources, "large_images": LARGE_IMAGES,
+              "synthetic_archive": synthetic.name, "sources": sources, "large_images": LARGE_IMAGES,
               "large_seconds": large_seconds, "dedup": dedup,
               "targets": {"ratio": TARGET_RATIO, "large_seconds": TARGET_LARGE_SECONDS,
                           "memory_overhead": TARGET_MEMORY_OVERHEAD, "dedup_seconds": TARGET_DEDUP_SECONDS},

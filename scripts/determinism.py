@@ -85,7 +85,7 @@ def compare(a: dict, b: dict) -> dict:
 
 def markdown(result: dict) -> str:
     lines = ["# Determinism", "",
-             f"`python scripts/determinism.py --data {result['data']} --preset {result['preset']} --steps "
+             f"`python scripts/determinism.py --data path/to/{result['data']} --preset {result['preset']} --steps "
              f"{result['steps']} --repeats {result['repeats']}` on {result['machine']}; each variant in a fresh "
              "process, compared with the first run of its reference.", "",
              "| variant | compared with | bit-identical | largest loss difference | valid / test accuracy difference |",
@@ -140,7 +140,7 @@ def _body(argv: Sequence[str] | None) -> int:
             comparisons[name] = {"reference": reference, **compare(runs[reference][0], runs[name][0])}
     timing = {name: statistics.median(r["seconds"] for r in runs[name]) for name in TIMED}
     timing["ratio"] = timing["op_determinism"] / timing["default"]
-    result = {"data": args.data, "preset": args.preset, "steps": args.steps, "repeats": args.repeats,
+    result = {"data": os.path.basename(args.data), "preset": args.preset, "steps": args.steps, "repeats": args.repeats,
               "machine": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} CPUs", "comparisons": comparisons,
               "timing": timing}
     files.write_json(args.out + ".json", result)

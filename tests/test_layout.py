@@ -6,6 +6,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,32 @@ def test_one_version():
     setup_cfg = (PACKAGE.parent / "setup.cfg").read_text()
     assert "version = attr: dnn_tf.__version__" in setup_cfg
     assert dnn_tf.__version__.count(".") == 2
+
+
+MACHINE_PATH = re.compile(r"(?<![\w.~])/(?:work|tmp|home|root|Users|check)/[\w.-]")
+PUBLISHED = ("README.md", "docs", "results", "notebooks", "benchmarks", "scripts")
+
+
+def machine_paths(text: str) -> list[str]:
+    """The absolute paths of one machine in ``text`` (``/tmp/x``, ``/home/me/...``)."""
+    return [m.group(0) for m in MACHINE_PATH.finditer(text)]
+
+
+def test_machine_path_check_catches_what_it_should():
+    assert machine_paths('"data": "/tmp/tune/dev/notMNIST.pickle"') == ["/tmp/t"]
+    assert machine_paths("cache in /root/.cache/dnn_tf") == ["/root/."]
+    assert machine_paths("see ~/.cache/dnn_tf/bench, path/to/work/x, https://x.org/home/y") == []
+
+
+def test_no_machine_paths_in_committed_results_and_docs():
+    """Results and docs are read on other machines: a path of the one they were made on means nothing there."""
+    root = PACKAGE.parent
+    found = {}
+    for entry in PUBLISHED:
+        paths = [root / entry] if (root / entry).is_file() else sorted((root / entry).rglob("*"))
+        for path in paths:
+            if path.suffix in (".md", ".json", ".txt", ".ipynb", ".csv") and path.is_file():
+                hits = machine_paths(path.read_text(errors="replace"))
+                if hits:
+                    found[str(path.relative_to(root))] = hits[:3]
+    assert not found
