@@ -23,13 +23,14 @@ import common  # noqa: E402
 
 PROG = "run_all"
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("train_throughput", "backprop_cost", "prepare_throughput", "prepare_full_scale", "deep_vs_wide")
+BENCHMARKS = ("train_throughput", "backprop_cost", "input_gradient_layers", "prepare_throughput", "prepare_full_scale",
+              "deep_vs_wide")
 AGAINST_CHECKOUT = ("speed_tricks", "budget_train")  # run with --checkout: the code before, next to this one
 CHECKOUT_FLAG = {"speed_tricks": "--checkout", "budget_train": "--old"}
-# Safety nets only (typical: 150-300 s, 10-30 s, 150-350 s, 80-150 s, 150-250 s on 2 shared cores;
+# Safety nets only (typical: 150-300 s, 10-30 s, 60-120 s, 150-350 s, 80-150 s, 150-250 s on 2 shared cores;
 # prepare_full_scale's first run builds its archives and measures the course once: up to 1,500 s more).
-TIMEOUT = {"train_throughput": 900, "backprop_cost": 240, "prepare_throughput": 600, "prepare_full_scale": 2400,
-           "deep_vs_wide": 480, "speed_tricks": 1800, "budget_train": 1500}
+TIMEOUT = {"train_throughput": 900, "backprop_cost": 240, "input_gradient_layers": 600, "prepare_throughput": 600,
+           "prepare_full_scale": 2400, "deep_vs_wide": 480, "speed_tricks": 1800, "budget_train": 1500}
 TAKES_GLYPHS = ("prepare_throughput", "prepare_full_scale", "deep_vs_wide")  # benchmarks with --glyphs
 TINY_TIMEOUT = 300  # speed_tricks and budget_train start a TensorFlow process per checkout
 SUMMARY = "BENCHMARKS.md"
@@ -119,6 +120,13 @@ def summarize(out: str | os.PathLike, wall: dict[str, float] | None = None) -> s
             rows.append(["backprop_cost", f"{r['net']} batch {r['batch']}: (fwd+bwd+update) / fwd, time; memory "
                          "incl. weights", f"{r['time_ratio']:.2f}; {r['total_memory_ratio']:.2f}",
                          "claim: ~2", "-"])
+    g = load(out, "input_gradient_layers")
+    if g:
+        loads += [g["machine"]["load_average_1min"], g["machine_end"]["load_average_1min"]]
+        for r in g["rows"]:
+            rows.append(["input_gradient_layers", f"cheaper input gradient, {r['placement']}, {r['preset']} net "
+                         f"({r['net']}): tf.matmul time / its (95% interval {r['ci_low']:.2f}-{r['ci_high']:.2f})",
+                         f"{r['median']:.2f}", "-", "-"])
     rows += _checkout_rows(out, loads)
     dw = load(out, "deep_vs_wide")
     parts = ["# Benchmarks", ""]

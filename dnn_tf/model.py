@@ -58,8 +58,9 @@ class MLP(tf.Module):
           init_stddev: stddev of the ``"truncated_normal"`` draw (unused by ``"he"``).
           seed: integer seed of the weights.
           deskew: straighten each image first (needs square images).
-          matmul: computes ``x @ W``: ``tf.matmul``, or the same product with a cheaper gradient
-            (the training loop's, ``training/speed.py``).
+          matmul: computes ``h @ W`` after the first layer: ``tf.matmul``, or the same product with
+            a cheaper gradient for ``h`` (``training/speed.py``); the first layer always uses
+            ``tf.matmul``, since nothing needs the gradient for the images.
           name: module name.
 
         Raises:
@@ -101,7 +102,7 @@ class MLP(tf.Module):
             seed = _check_seed(seed)
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = self.matmul(x, w) + b
+            x = (self.matmul if i else tf.matmul)(x, w) + b
             if i < last:
                 x = tf.nn.relu(x)
                 if dropout:

@@ -43,6 +43,35 @@ def test_backprop_cost(tiny, capsys):
     assert "## Conclusion" in md and "forward" in data["conclusion"]
 
 
+def test_input_gradient_layers(tiny, capsys):
+    out, lines = tiny("input_gradient_layers", capsys)
+    data = read(out, "input_gradient_layers")
+    assert [(r["preset"], r["placement"]) for r in data["rows"]] == [
+        ("relu1024", "every layer"), ("relu1024", "as trained"), ("deep", "every layer"), ("deep", "as trained")]
+    for r in data["rows"]:
+        assert r["ci_low"] <= r["median"] <= r["ci_high"] and len(r["rounds"]) == data["repeats"]
+    assert lines[-1].startswith("ratio deep_as_trained=")
+    assert "| deep | 784-64-32-10 | as trained |" in (out / "input_gradient_layers.md").read_text()
+
+
+def test_narrow_products_keep_tensorflows_gradient():
+    """The logits layer (10 columns) gets plain tf.matmul; a hidden product gets the trick, same values either way."""
+    import tensorflow as tf
+
+    from dnn_tf.training import speed
+
+    x, narrow, wide = tf.ones([4, 8]), tf.Variable(tf.ones([8, 10])), tf.Variable(tf.ones([8, 32]))
+    for w, tricked in ((narrow, False), (wide, True)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = speed.matmul_cheap_input_gradient(x, w)
+        assert ("IdentityN" in [op.type for op in tf.function(speed.matmul_cheap_input_gradient)
+                .get_concrete_function(x, w).graph.get_operations()]) == tricked
+        dx, dw = tape.gradient(y, [x, w])
+        assert float(tf.reduce_max(tf.abs(dx - tf.fill(x.shape, float(w.shape[1]))))) == 0.0
+        assert float(tf.reduce_max(tf.abs(dw - 4.0))) == 0.0
+
+
 def test_backprop_analytic_bytes():
     import backprop_cost as bc
 

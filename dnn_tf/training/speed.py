@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+# Products with at most this many columns keep TensorFlow's gradient: on the 10-logit layer the extra
+# transpose costs more than it saves (benchmarks/input_gradient_layers.py: relu1024's step, whose only
+# product after the first layer that is, ran 6% slower with the trick there; results/input_gradient_layers.md).
+NARROW_COLUMNS = 16
+
 
 def matmul_cheap_input_gradient(x: tf.Tensor, w: tf.Tensor | tf.Variable) -> tf.Tensor:
     """``x @ w``, whose gradient for ``x`` is computed as ``(w @ dy^T)^T`` instead of ``dy @ w^T``.
 
-    ``w`` is read into a tensor first: ``tf.custom_gradient`` run eagerly refuses a function that
-    reads a variable itself, and the tape still carries the gradient from the read to the variable.
+    A narrow ``w`` (``NARROW_COLUMNS``) gets plain ``tf.matmul``. ``w`` is read into a tensor first:
+    ``tf.custom_gradient`` run eagerly refuses a function that reads a variable itself, and the tape
+    still carries the gradient from the read to the variable.
     """
+    if w.shape[-1] is not None and w.shape[-1] <= NARROW_COLUMNS:
+        return tf.matmul(x, w)
     return _matmul(x, tf.convert_to_tensor(w))
 
 
