@@ -15,7 +15,7 @@ import tensorflow as tf
 
 # Products with at most this many columns keep TensorFlow's gradient: on the 10-logit layer the extra
 # transpose costs more than it saves (benchmarks/input_gradient_layers.py: relu1024's step, whose only
-# product after the first layer that is, ran 6% slower with the trick there; results/input_gradient_layers.md).
+# product after the first layer that is, measured 0.94x with the trick there; results/input_gradient_layers.md).
 NARROW_COLUMNS = 16
 
 
