@@ -14,7 +14,6 @@ import sys
 from typing import Callable, Sequence
 
 from dnn_tf import console
-from dnn_tf.data.download import NetworkError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -102,7 +101,8 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         return EXIT_INTERRUPTED
     except (ValueError, OSError) as e:  # includes UsageError, DataError, FileNotFoundError
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, NetworkError):
+        download = sys.modules.get("dnn_tf.data.download")  # only a command that downloads imports it
+        if download is not None and isinstance(e, download.NetworkError):
             msg += f"; {OFFLINE_HINT}"
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
