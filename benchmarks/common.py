@@ -457,9 +457,9 @@ def finish(result: dict[str, Any]) -> dict[str, Any]:
 
 def command_line(script: str, argv: Sequence[str], placeholders: Mapping[str, str]) -> str:
     """How a benchmark was run, for its results: ``python benchmarks/SCRIPT ARGS``, with the value of every
-    option in ``placeholders`` (e.g. ``{"--checkout": "CHECKOUT"}``) written as its placeholder: no
-    machine's paths in committed results."""
-    words, hide = [], None
+    option in ``placeholders`` (e.g. ``{"--checkout": "CHECKOUT"}``; ``--out`` is always ``OUT``) written as its
+    placeholder: no machine's paths in committed results."""
+    words, hide, placeholders = [], None, {"--out": "OUT", **placeholders}
     for arg in argv:
         option, eq, _ = arg.partition("=")
         if hide:

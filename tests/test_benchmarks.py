@@ -247,6 +247,8 @@ def test_tiny_never_writes_into_results():
         common.out_dir(args)
     assert common.command_line("b.py", ["--old", "/a/b", "--out=/c", "--tiny"], {"--old": "OLD", "--out": "OUT"}) \
         == "python benchmarks/b.py --old OLD --out=OUT --tiny"
+    assert common.command_line("b.py", ["--out", "/c/results", "--repeats", "3"], {}) \
+        == "python benchmarks/b.py --out OUT --repeats 3"  # --out is hidden whatever the benchmark's placeholders
 
 
 def test_paired_ratios_and_the_medians_interval():
