@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from typing import Any, Callable, Iterator
 
@@ -53,6 +54,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
             os.remove(tmp)
         raise
     fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a new empty folder next to ``path``; on success it replaces ``path`` by a rename.
+
+    An old folder at ``path`` is moved aside first and removed after, so a reader finds the old
+    folder or the new one, never a mix. On an exception the new folder is removed and ``path``
+    is untouched.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", dir=parent)
+    old = None
+    try:
+        yield tmp
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".old.", dir=parent)
+            os.rmdir(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(parent)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:

@@ -174,3 +174,21 @@ def test_too_large_learning_rate_exits_3_and_keeps_the_last_good_checkpoint(pick
     checkpoint.restore(latest).assert_existing_objects_matched()
     assert int(state.step.numpy()) == saved
     assert all(np.all(np.isfinite(v.numpy())) for v in state.model.trainable_variables)
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    """What save_model and the demo page rely on: the old folder or the new one, never a mix, no leftovers."""
+    out = tmp_path / "saved_model"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with files.atomic_dir(out) as tmp:
+            (Path(tmp) / "new.txt").write_text("half")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]  # the failed new folder is gone
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    with files.atomic_dir(out) as tmp:
+        assert Path(tmp).parent == tmp_path and not any(Path(tmp).iterdir())
+        (Path(tmp) / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]  # the old folder, moved aside, is removed
+    assert [p.name for p in out.iterdir()] == ["new.txt"]

@@ -10,11 +10,10 @@ Only ``build_page`` needs TensorFlow, and imports it.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 
+from dnn_tf import files
 from dnn_tf.demo import export
 
 STATIC_FILES = ("index.html", "dnn_tf.js", "page.js", "page.css")
@@ -105,27 +104,14 @@ def write_page(out_dir: str | os.PathLike, generated: dict[str, str]) -> str:
       ValueError: see ``check_out_dir``.
     """
     out = check_out_dir(out_dir)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out) + ".", dir=parent)
-    old = None
-    try:
+    with files.atomic_dir(out) as tmp:
         os.chmod(tmp, FOLDER_MODE)
         for name in STATIC_FILES:
             _write(os.path.join(tmp, name), static_text(name))
         for name, text in generated.items():
             _write(os.path.join(tmp, name), text)
         if os.path.isdir(out):
-            check_out_dir(out)  # still only an earlier page
-            old = tempfile.mkdtemp(prefix="." + os.path.basename(out) + ".old.", dir=parent)
-            os.rmdir(old)
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+            check_out_dir(out)  # still only an earlier page, right before it is replaced
     return out
 
 

@@ -9,12 +9,11 @@ The SavedModel's ``serving_default`` signature takes ``images`` float32
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from dnn_tf import files
 from dnn_tf.model import MLP
 from dnn_tf.notmnist import IMAGE_SIZE, NUM_CLASSES
 
@@ -40,24 +39,9 @@ class _Serving(tf.Module):
 
 def save_model(model: MLP, path: str | os.PathLike) -> None:
     """Saves ``model`` as a SavedModel at ``path``, replacing an old one atomically (folder rename)."""
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", dir=parent)
-    old = None
-    try:
+    with files.atomic_dir(path) as tmp:
         serving = _Serving(model)
         tf.saved_model.save(serving, tmp, signatures={SERVING_SIGNATURE: serving.serve})
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".old.", dir=parent)
-            os.rmdir(old)
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def resolve_saved_model(path: str | os.PathLike) -> str:
