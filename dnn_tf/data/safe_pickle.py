@@ -19,7 +19,8 @@ import numpy as np
 from dnn_tf.notmnist import DataError
 
 PICKLE_BUFFER = 1 << 20
-# numpy 2 renamed numpy.core to numpy._core; numpy 1 (TensorFlow 2.16 and 2.17 need it) has only the old name.
+# numpy 2 moved numpy.core under a private name (the quoted "numpy._core..." strings below); numpy 1, which
+# TensorFlow 2.16 and 2.17 need, has only the old one. Those strings are data a pickle names, not calls.
 NUMPY_1 = int(np.__version__.split(".")[0]) < 2
 
 # What numpy arrays (protocols 2-5, numpy 1.x and 2.x) and plain containers need, nothing else.
