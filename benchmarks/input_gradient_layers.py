@@ -21,10 +21,11 @@ import contextlib
 from typing import Sequence
 
 import common
-import numpy as np
 import tensorflow as tf
+import timed_steps
 
 from dnn_tf import model
+from dnn_tf.notmnist import IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES
 from dnn_tf.training import optimizers, presets, speed
 
 STEM = "input_gradient_layers"
@@ -47,9 +48,7 @@ def narrow_columns(columns: int):
 
 def compiled_steps(hidden: Sequence[int], matmul, steps: int, columns: int):
     """A traced ``tf.function`` running ``steps`` SGD steps of an MLP with ``matmul`` on fixed data."""
-    rng = np.random.default_rng(0)
-    images = tf.constant(rng.standard_normal((BATCH, 784)).astype("float32"))
-    labels = tf.constant(rng.integers(0, 10, BATCH).astype("int32"))
+    images, labels = (tf.constant(a) for a in timed_steps.synthetic_data(BATCH, NUM_CLASSES, IMAGE_SIZE))
     net, optimizer = model.MLP(hidden, init="he", seed=0, matmul=matmul), optimizers.SGD(LEARNING_RATE)
 
     @tf.function
@@ -77,7 +76,7 @@ def main(argv=None) -> int:
         for name in placements:
             if name != "tf.matmul":
                 r = common.paired_ratios(times["tf.matmul"], times[name])
-                net = "-".join(map(str, (784, *hidden, 10)))
+                net = "-".join(map(str, (IMAGE_PIXELS, *hidden, NUM_CLASSES)))
                 rows.append({"preset": preset, "net": net, "placement": name, **r})
                 key_lines.append(common.ratio_line(f"{preset}_{name.replace(' ', '_')}", r["median"]))
     result = common.finish({**result, "batch": BATCH, "steps_per_round": sizes["steps"], "rows": rows,
