@@ -32,10 +32,17 @@ SANITIZED_SPLITS = ("valid_sanitized", "test_sanitized")  # valid, test without 
 PIXEL_BOUND = 1.0
 RAW_PIXELS_HINT = "looks like raw 0..255 pixels: run dnn-tf-prepare, which normalizes them to (p - 127.5) / 255"
 CHECK_BLOCK = 8192  # images checked for NaN/inf at a time
+MAX_REASON_CHARS = 160  # a skip reason or error detail is cut to this many characters
 
 
 class DataError(ValueError):
     """Bad input data: a missing file, not a tar archive, no A..J folders, a bad pickle, ..."""
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line, at most ``MAX_REASON_CHARS`` characters (for skip reasons and errors)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
 
 
 def normalize(pixels: np.ndarray) -> np.ndarray:

@@ -29,13 +29,13 @@ from fixtures import make_glyph_images, png_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnn_tf.data import archive, decode
+from dnn_tf.data import decode
 from dnn_tf.data.archive import MAX_HEADER_BYTES, MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, class_of
 from dnn_tf.data.dataset import COURSE_KEYS, validate
 from dnn_tf.data.decode import read_images
 from dnn_tf.data.png import decode_png
 from dnn_tf.data.safe_pickle import load_pickle
-from dnn_tf.notmnist import LETTERS, DataError, normalize
+from dnn_tf.notmnist import LETTERS, MAX_REASON_CHARS, DataError, normalize
 
 GLYPHS = make_glyph_images(2, seed=11)[0]  # 20 distinct uint8 28x28 glyphs
 GLYPH = GLYPHS[0]
@@ -491,7 +491,7 @@ def test_unusable_pngs_are_skipped_and_listed_with_a_reason(case):
     pixels, reason = decode_png(data)
     assert time.process_time() - start < 2
     assert pixels is None and word in reason, reason
-    assert "\n" not in reason and len(reason) <= archive.MAX_REASON_CHARS
+    assert "\n" not in reason and len(reason) <= MAX_REASON_CHARS
 
 
 def test_unusable_pngs_are_listed_by_read_images_and_do_not_stop_it(tmp_path):
@@ -726,6 +726,15 @@ def test_a_per_class_pickle_is_not_taken_for_a_dataset(tmp_path):
         validate(load_pickle(path))
     with pytest.raises(DataError, match="is a folder, not a pickle"):
         load_pickle(tmp_path)
+
+
+def test_a_multi_line_unpickling_error_is_reported_on_one_line(tmp_path):
+    """Python's message for a persistent id (opcode Q) spans two lines; the DataError keeps to one."""
+    path = tmp_path / "persistent.pickle"
+    path.write_bytes(b"\x80\x04Q.")
+    with pytest.raises(DataError, match="truncated or corrupt .UnpicklingError: A load persistent id") as e:
+        load_pickle(path)
+    assert "\n" not in str(e.value)
 
 
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

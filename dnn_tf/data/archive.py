@@ -25,13 +25,12 @@ from typing import Iterator
 
 from dnn_tf.data import tar_stream
 from dnn_tf.data.tar_stream import MAX_HEADER_BYTES, TarReader  # noqa: F401 - MAX_HEADER_BYTES: part of this API
-from dnn_tf.notmnist import LETTERS, DataError
+from dnn_tf.notmnist import LETTERS, DataError, one_line
 
 MAX_MEMBER_BYTES = 1 << 20  # a 28x28 PNG is < 2 KB; anything above 1 MiB is refused unread
 # Uncompressed bytes read from one source (tar headers, data, skipped members, trailing bytes).
 # notMNIST_large.tar.gz unpacks to a ~0.63 GB tar (529,114 PNGs at ~1.2 KB each with headers).
 MAX_TOTAL_BYTES = 4 << 30
-MAX_REASON_CHARS = 160  # a skip reason or error detail is cut to this many characters
 OUTSIDE_CLASSES = "not inside an A..J folder"
 CLASS_PATH_DEPTHS = (2, 3)  # "A/x.png" or "root/A/x.png"
 PROGRESS_EVERY = 256  # members between updates of a tar scan's progress
@@ -48,12 +47,6 @@ _MAGIC_BYTES = max(len(m) for m in _COMPRESSED_MAGIC)
 
 # What a source yields: (name, label, data) for a candidate image, (name, None, reason) for a refusal.
 Member = tuple[str, int | None, bytes | str]
-
-
-def one_line(text: object) -> str:
-    """``text`` on one line, at most ``MAX_REASON_CHARS`` characters (for skip reasons and errors)."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
 
 
 def _describe(e: BaseException) -> str:

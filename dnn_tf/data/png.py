@@ -29,8 +29,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from dnn_tf.data.archive import one_line
-from dnn_tf.notmnist import IMAGE_SIZE
+from dnn_tf.notmnist import IMAGE_SIZE, one_line
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The first chunk after the 8-byte signature: length (4 bytes), b"IHDR", width (4), height (4), ...

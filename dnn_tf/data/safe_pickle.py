@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dnn_tf.notmnist import DataError
+from dnn_tf.notmnist import DataError, one_line
 
 PICKLE_BUFFER = 1 << 20
 # numpy 2 moved numpy.core under a private name (the quoted "numpy._core..." strings below); numpy 1, which
@@ -150,6 +150,6 @@ def load_pickle(path: str | os.PathLike) -> Any:
     except IsADirectoryError:
         raise DataError(f"{path} is a folder, not a pickle") from None
     except MemoryError as e:
-        raise DataError(f"not enough memory to load {path} ({type(e).__name__}: {e})") from None
+        raise DataError(f"not enough memory to load {path} ({one_line(f'{type(e).__name__}: {e}')})") from None
     except Exception as e:  # noqa: BLE001 - UnpicklingError, EOFError, ValueError, ... all mean "bad file"
-        raise DataError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path} is truncated or corrupt ({one_line(f'{type(e).__name__}: {e}')})") from None
